@@ -1,0 +1,1 @@
+"""mdt-jax: MDT-dist few-step distillation of TRELLIS flow transformers in JAX/Flax."""

@@ -1,0 +1,123 @@
+"""TRELLIS's SparseStructureFlowModel: the dense stage-1 DiT over the 16^3 latent grid."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdt_jax.models.embeddings import TimestepEmbedder, absolute_position_embedding, grid_coords
+from mdt_jax.models.norms import LayerNorm32
+from mdt_jax.models.transformer import ModulatedTransformerCrossBlock
+
+Dtype = Any
+
+
+def patchify(x: jax.Array, p: int) -> jax.Array:
+  """[B, D, H, W, C] channels-last -> [B, (D/p)(H/p)(W/p), C p^3] tokens.
+
+  Tokens are row-major over the (d, h, w) patch grid; inside a token the channel order is
+  (c, pd, ph, pw) with c slowest, as TRELLIS's channel-first patchify.
+  """
+  b, d, h, w, c = x.shape
+  x = x.reshape(b, d // p, p, h // p, p, w // p, p, c)
+  x = x.transpose(0, 1, 3, 5, 7, 2, 4, 6)
+  return x.reshape(b, (d // p) * (h // p) * (w // p), c * p ** 3)
+
+
+def unpatchify(tokens: jax.Array, p: int, grid: int) -> jax.Array:
+  """Exact inverse of :func:`patchify` for a cubic ``grid`` of patches."""
+  b, _, cp = tokens.shape
+  c = cp // p ** 3
+  x = tokens.reshape(b, grid, grid, grid, c, p, p, p)
+  x = x.transpose(0, 1, 5, 2, 6, 3, 7, 4)
+  return x.reshape(b, grid * p, grid * p, grid * p, c)
+
+
+class SparseStructureFlowModel(nn.Module):
+  """Velocity field of the sparse-structure (stage-1) rectified flow.
+
+  Fields are TRELLIS's constructor arguments, plus ``dtype``, the compute dtype of the transformer
+  trunk (float32 by default; float16 reproduces TRELLIS's ``use_fp16``; bfloat16 for TPU/GPU).
+  Parameters are always float32. ``pos_emb`` [(R/p)^3, C] is a stored table kept in ``params``
+  and used as stored (never trained: the optimiser masks it).
+
+  Call: ``model.apply({"params": p}, x, t, cond)`` with ``x`` [B, R, R, R, in_channels]
+  channels-last (axes D, H, W as TRELLIS's NCDHW), ``t`` [B] flow time in [0, 1] (embedded as
+  1000 t), ``cond`` [B, L, cond_channels]; returns the velocity, [B, R, R, R, out_channels] float32.
+  """
+  resolution: int
+  in_channels: int
+  model_channels: int
+  cond_channels: int
+  out_channels: int
+  num_blocks: int
+  num_heads: Optional[int] = None
+  num_head_channels: int = 64
+  mlp_ratio: float = 4
+  patch_size: int = 2
+  pe_mode: str = "ape"
+  use_fp16: bool = False
+  use_checkpoint: bool = False
+  share_mod: bool = False
+  qk_rms_norm: bool = False
+  qk_rms_norm_cross: bool = False
+  dtype: Dtype = jnp.float32
+
+  @property
+  def heads(self) -> int:
+    return self.num_heads or self.model_channels // self.num_head_channels
+
+  @property
+  def grid(self) -> int:
+    return self.resolution // self.patch_size
+
+  def example_inputs(self, batch_size: int = 1):
+    """Zero inputs of the right shapes (for ``init`` and ``jax.eval_shape``)."""
+    r = self.resolution
+    return (jnp.zeros((batch_size, r, r, r, self.in_channels)), jnp.zeros((batch_size,)),
+            jnp.zeros((batch_size, 1, self.cond_channels)))
+
+  def check_params(self, params, source: str):
+    """The stored ``pos_emb`` must be the APE table to within one float16 ulp (CONTRACTS 3)."""
+    stored = np.asarray(params["pos_emb"], np.float32)
+    table = np.asarray(self.pos_emb_table())
+    ulp = np.spacing(np.abs(table).astype(np.float16)).astype(np.float32)
+    worst = np.max(np.abs(stored - table) - ulp)
+    if worst > 0:
+      raise ValueError(f"{source}: 'pos_emb' differs from the absolute position embedding of a "
+                       f"{self.grid}^3 grid with {self.model_channels} channels by more than one "
+                       f"float16 ulp (max excess {worst:.3g}); wrong resolution/patch_size/channels?")
+
+  def pos_emb_table(self) -> jax.Array:
+    """[(R/p)^3, C] float32 APE of the patch grid (fixtures README section 2.3)."""
+    return absolute_position_embedding(grid_coords(self.grid), self.model_channels)
+
+  @nn.compact
+  def __call__(self, x, t, cond):
+    if self.pe_mode != "ape":
+      raise NotImplementedError(f"SparseStructureFlowModel: pe_mode={self.pe_mode!r} (only 'ape')")
+    r, p = self.resolution, self.patch_size
+    if x.ndim != 5 or x.shape[1:] != (r, r, r, self.in_channels):
+      raise ValueError(f"SparseStructureFlowModel: x must be [B, {r}, {r}, {r}, {self.in_channels}] "
+                       f"channels-last, got {x.shape}")
+    if cond.ndim != 3 or cond.shape[-1] != self.cond_channels or t.shape != x.shape[:1]:
+      raise ValueError(f"SparseStructureFlowModel: expected t [B] and cond [B, L, {self.cond_channels}] "
+                       f"for B = {x.shape[0]}, got t {t.shape}, cond {cond.shape}")
+    c = self.model_channels
+    pos_emb = self.param("pos_emb", lambda _: self.pos_emb_table())
+    h = nn.Dense(c, name="input_layer")(patchify(x.astype(jnp.float32), p)) + pos_emb[None]
+    emb = TimestepEmbedder(c, name="t_embedder")(1000.0 * t)
+    if self.share_mod:
+      emb = nn.Dense(6 * c, name="adaLN_modulation_1")(nn.silu(emb))
+
+    block_cls = nn.remat(ModulatedTransformerCrossBlock) if self.use_checkpoint else ModulatedTransformerCrossBlock
+    h, emb, cond = h.astype(self.dtype), emb.astype(self.dtype), cond.astype(self.dtype)
+    for i in range(self.num_blocks):
+      h = block_cls(c, self.heads, self.mlp_ratio, share_mod=self.share_mod, qk_rms_norm=self.qk_rms_norm,
+                    qk_rms_norm_cross=self.qk_rms_norm_cross, dtype=self.dtype, name=f"blocks_{i}")(h, emb, cond)
+    h = LayerNorm32(1e-5)(h.astype(jnp.float32))
+    h = nn.Dense(self.out_channels * p ** 3, name="out_layer")(h)
+    return unpatchify(h, p, self.grid)

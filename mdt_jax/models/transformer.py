@@ -1,0 +1,97 @@
+"""DiT building blocks shared by the dense (SS) and sparse (SLat) flow transformers.
+
+Tokens are ``[B, N, C]``. The sparse model passes one row of all its voxels, ``[1, cap, C]``,
+with ``segment_ids [1, cap]`` holding each token's sample index (-1 on padding), and the
+condition flattened to ``[1, B*L, Cc]`` with ``cond_segment_ids``; the maths is the same.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mdt_jax.models.attention import attention
+from mdt_jax.models.norms import LayerNorm32, MultiHeadRMSNorm
+
+Dtype = Any
+
+
+class MultiHeadAttention(nn.Module):
+  """Self attention (fused ``to_qkv``) or cross attention (``to_q`` + fused ``to_kv``).
+
+  Optional per-head RMS normalisation of q and k (``q_rms_norm``/``k_rms_norm`` params).
+  """
+  channels: int
+  num_heads: int
+  cross: bool = False
+  qk_rms_norm: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, context=None, *, q_segment_ids=None, kv_segment_ids=None):
+    b, n, _ = x.shape
+    head_dim = self.channels // self.num_heads
+    dense = lambda feats, name: nn.Dense(feats, dtype=self.dtype, name=name)
+    if self.cross:
+      q = dense(self.channels, "to_q")(x).reshape(b, n, self.num_heads, head_dim)
+      kv = dense(2 * self.channels, "to_kv")(context)
+      kv = kv.reshape(kv.shape[0], kv.shape[1], 2, self.num_heads, head_dim)
+      k, v = kv[:, :, 0], kv[:, :, 1]
+    else:
+      qkv = dense(3 * self.channels, "to_qkv")(x).reshape(b, n, 3, self.num_heads, head_dim)
+      q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if self.qk_rms_norm:
+      q = MultiHeadRMSNorm(self.num_heads, head_dim, name="q_rms_norm")(q)
+      k = MultiHeadRMSNorm(self.num_heads, head_dim, name="k_rms_norm")(k)
+    h = attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids)
+    return dense(self.channels, "to_out")(h.reshape(b, n, self.channels))
+
+
+class FeedForward(nn.Module):
+  """``mlp_0`` -> GELU (tanh approximation) -> ``mlp_2``, hidden ``mlp_ratio * C``."""
+  channels: int
+  mlp_ratio: float = 4.0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Dense(int(self.channels * self.mlp_ratio), dtype=self.dtype, name="mlp_0")(x)
+    h = nn.gelu(h, approximate=True)
+    return nn.Dense(self.channels, dtype=self.dtype, name="mlp_2")(h)
+
+
+class ModulatedTransformerCrossBlock(nn.Module):
+  """adaLN-modulated self attention, plain cross attention, modulated MLP (README section 2.5).
+
+  ``emb``: [B, C] time embedding, or the already-modulated [B, 6C] vector when ``share_mod``.
+  The modulation is gathered per token by ``segment_ids`` when those are given (sparse layout).
+  """
+  channels: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+  share_mod: bool = False
+  qk_rms_norm: bool = False
+  qk_rms_norm_cross: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, emb, cond, *, segment_ids=None, cond_segment_ids=None):
+    c = self.channels
+    mod = emb if self.share_mod else nn.Dense(6 * c, dtype=self.dtype, name="adaLN_modulation_1")(nn.silu(emb))
+    mod = mod[:, None, :] if segment_ids is None else mod[jnp.maximum(segment_ids, 0)]
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=-1)
+
+    h = LayerNorm32(1e-6, name="norm1")(x) * (1 + scale_msa) + shift_msa
+    h = MultiHeadAttention(c, self.num_heads, qk_rms_norm=self.qk_rms_norm, dtype=self.dtype,
+                           name="self_attn")(h, q_segment_ids=segment_ids, kv_segment_ids=segment_ids)
+    x = x + gate_msa * h
+    h = LayerNorm32(1e-6, affine=True, name="norm2")(x)
+    h = MultiHeadAttention(c, self.num_heads, cross=True, qk_rms_norm=self.qk_rms_norm_cross,
+                           dtype=self.dtype, name="cross_attn")(
+                               h, cond, q_segment_ids=segment_ids, kv_segment_ids=cond_segment_ids)
+    x = x + h
+    h = LayerNorm32(1e-6, name="norm3")(x) * (1 + scale_mlp) + shift_mlp
+    h = FeedForward(c, self.mlp_ratio, dtype=self.dtype, name="mlp")(h)
+    return x + gate_mlp * h
