@@ -1,0 +1,46 @@
+"""Toy records (toy_builder) -> model inputs, as `decode(record, rng)` for the pipeline.
+
+stage "ss" (sparse structure, dense):
+  x0       float32 [R/2, R/2, R/2, 8]  fold.occupancy_to_latent of the occupancy, channels-last
+stage "slat" (structured latent, sparse; pair with pipeline.SparseCollate):
+  coords   int32 [N, 3]   occupied voxels (x, y, z) in [0, R)
+  feats    float32 [N, 8] toy_features.toy_features of (occupancy, cond_id)
+both stages:
+  cond     float32 [L, C] toy_condition.condition_tokens(cond_id) for the table (L, C, table_seed)
+  cond_id  int32
+The toy has no per-example randomness (pose is part of the data), so `rng` is unused.
+"""
+import dataclasses
+
+import numpy as np
+
+from mdt_jax.data import toy_condition
+from mdt_jax.data.fold import occupancy_to_latent
+from mdt_jax.data.toy_features import toy_features
+
+STAGES = ("ss", "slat")
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyInputs:
+  """Decoder of toy records for one stage and one condition table."""
+  stage: str = "ss"
+  num_tokens: int = toy_condition.DEFAULT_NUM_TOKENS
+  channels: int = toy_condition.DEFAULT_CHANNELS
+  table_seed: int = toy_condition.DEFAULT_TABLE_SEED
+
+  def __post_init__(self):
+    if self.stage not in STAGES:
+      raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+
+  def __call__(self, record, rng=None):
+    del rng
+    cond_id = int(record["cond_id"])
+    out = {"cond": toy_condition.condition_tokens(cond_id, self.num_tokens, self.channels,
+                                                  self.table_seed),
+           "cond_id": np.int32(cond_id)}
+    if self.stage == "ss":
+      out["x0"] = occupancy_to_latent(record["occupancy"])
+    else:
+      out["coords"], out["feats"] = toy_features(record["occupancy"], cond_id)
+    return out
