@@ -27,7 +27,7 @@ MODELS: dict[str, str | None] = {
     "SparseStructureFlowModel": "mdt_jax.models.ss_flow:SparseStructureFlowModel",
     "SLatFlowModel": None,
     "ElasticSLatFlowModel": None,
-    "SparseStructureDecoder": None,
+    "SparseStructureDecoder": "mdt_jax.models.ss_decoder:SparseStructureDecoder",
 }
 _NOT_ARGS = ("dtype", "parent", "name")
 

@@ -38,7 +38,13 @@ def run_ss_flow(model, params, z):
   return out, channels_last(z["out"]), pairs
 
 
-RUNNERS = {"SparseStructureFlowModel": run_ss_flow}
+def run_ss_decoder(model, params, z):
+  """-> (logits, reference, {}) for a SparseStructureDecoder case (z and logits channels-last)."""
+  out = jax.jit(lambda p, z: model.apply({"params": p}, z))(params, channels_last(z["z"]))
+  return out, channels_last(z["out"]), {}
+
+
+RUNNERS = {"SparseStructureFlowModel": run_ss_flow, "SparseStructureDecoder": run_ss_decoder}
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=str)
