@@ -1,0 +1,54 @@
+"""Image -> TRELLIS condition tokens with a frozen DINOv2 encoder, traceable inside a jitted step."""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mdt_jax.models.dinov2 import DinoV2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CONDITION_EPS = 1e-5
+
+
+def imagenet_normalize(images: jax.Array) -> jax.Array:
+  """[B, H, W, 3] RGB in [0, 1] -> ``(images - mean) / std`` per channel, float32."""
+  mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+  std = jnp.asarray(IMAGENET_STD, jnp.float32)
+  return (images.astype(jnp.float32) - mean) / std
+
+
+def condition_tokens(x_prenorm: jax.Array) -> jax.Array:
+  """TRELLIS's condition: layer norm over channels with no affine and eps 1e-5.
+
+  [B, T, C] (any float dtype) -> [B, T, C] float32; statistics in float32, biased variance.
+  """
+  x = x_prenorm.astype(jnp.float32)
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + CONDITION_EPS)
+
+
+def encode_images(model: DinoV2, params: Any, images: jax.Array, *, dtype: Any = None) -> jax.Array:
+  """TRELLIS condition tokens of a batch of images.
+
+  Args:
+    model: a :class:`DinoV2` (e.g. from ``conversion.dinov2.load_checkpoint``).
+    params: its float32 params (a traced argument under ``jax.jit``; the encoder is frozen, so
+      callers wrap them in ``jax.lax.stop_gradient`` when differentiating around it).
+    images: [B, H, W, 3] float RGB in [0, 1], premultiplied by alpha, as
+      ``mdt_jax.data.image`` produces (518 x 518 for TRELLIS); H, W multiples of the patch size.
+      ImageNet mean/std normalisation happens here.
+    dtype: compute dtype of the encoder (e.g. ``jnp.bfloat16``); None keeps ``model.dtype``.
+  Returns:
+    [B, 1 + R + N, C] float32: the non-affine layer norm (eps 1e-5) of ``x_prenorm``;
+    [B, 1374, 1024] for ``dinov2_vitl14_reg`` at 518 x 518.
+
+  Pure and jit-able: call it inside ``jax.jit`` with ``model`` and ``dtype`` closed over (static).
+  """
+  if dtype is not None:
+    model = model.clone(dtype=dtype)
+  out = model.apply({"params": params}, imagenet_normalize(images))
+  return condition_tokens(out["x_prenorm"])
