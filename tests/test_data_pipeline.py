@@ -138,3 +138,18 @@ def test_pack_devices_and_capacity():
   assert sparse_batch.padding_fraction(out["mask"]) == 0.5
   with pytest.raises(ValueError, match="capacity"):
     sparse_batch.pack_devices(coords, feats, devices=2, capacity=2)
+
+
+def test_sparse_iterator_resumes(toy):
+  builder, source = toy
+  layout = pipeline.HostLayout(instances_per_device=2, devices_per_host=2)
+  make = lambda: pipeline.batch_iterator(
+      source, toy_inputs.ToyInputs("slat"), layout, seed=2,
+      collate=pipeline.SparseCollate(sparse_batch.voxel_counts(builder, "train"), layout))
+  first = make()
+  take(first, 3)
+  state = first.get_state()
+  tail = take(first, 3)
+  resumed = make()
+  resumed.set_state(state)
+  assert_batches_equal(take(resumed, 3), tail)

@@ -50,7 +50,8 @@ def test_bad_data_names_instance_and_file(tmp_path, kind):
   sha = info["broken"][kind]
   expected_file = {"ss": trellis_layout.ss_latent_path(root, tt.SS_MODEL, sha),
                    "slat": trellis_layout.slat_path(root, tt.SLAT_MODEL, sha),
-                   "views": os.path.join(trellis_layout.views_dir(root, sha), "transforms.json")}
+                   "views": os.path.join(trellis_layout.views_dir(root, sha), "transforms.json"),
+                   "metadata": os.path.join(root, "metadata.csv")}
   with pytest.raises(trellis_layout.BadDataError) as error:
     build(root, tmp_path / "data", stage)
   assert sha in str(error.value) and expected_file[tt.BROKEN[kind][2]] in str(error.value)

@@ -102,8 +102,12 @@ class _HostBatch:
 
   def __call__(self, step, global_indices):
     first = step * self.layout.global_batch + self.layout.process_index * self.layout.host_batch
-    examples = [self.decode(self.source[int(i)], np.random.default_rng([self.seed, first + j]))
-                for j, i in enumerate(_host_block(global_indices, self.layout))]
+    indices = [int(i) for i in _host_block(global_indices, self.layout)]
+    # A TFDS data source reads a list of records faster than one at a time.
+    getitems = getattr(self.source, "__getitems__", None)
+    records = getitems(indices) if getitems else [self.source[i] for i in indices]
+    examples = [self.decode(record, np.random.default_rng([self.seed, first + j]))
+                for j, record in enumerate(records)]
     return self.collate(examples, global_indices)
 
 

@@ -106,6 +106,15 @@ def _normalization_arrays(normalization, channels):
   return mean, std
 
 
+def _aesthetic_score(row, root):
+  text = row.get("aesthetic_score", "") or ""
+  try:
+    return float(text) if text.strip() else float("nan")
+  except ValueError as e:
+    raise layout.BadDataError(row["sha256"], os.path.join(root, "metadata.csv"), "unreadable file",
+                              f"aesthetic_score {text!r} is not a number") from e
+
+
 def _captions(row, root):
   text = row.get("captions", "") or ""
   if not text.strip():
@@ -136,7 +145,8 @@ class TrellisLatents(PackageBuilder):
         "aesthetic_score": tfds.features.Scalar(dtype=np.float32),
     }
     if config.stage == "ss":
-      features["ss_latent"] = tfds.features.Tensor(shape=(16, 16, 16, 8), dtype=np.float32)
+      channels, *grid = layout.SS_LATENT_SHAPE
+      features["ss_latent"] = tfds.features.Tensor(shape=(*grid, channels), dtype=np.float32)
     else:
       features["coords"] = tfds.features.Tensor(shape=(None, 3), dtype=np.int32)
       features["feats"] = tfds.features.Tensor(shape=(None, layout.SLAT_CHANNELS), dtype=np.float32)
@@ -155,8 +165,7 @@ class TrellisLatents(PackageBuilder):
     if column in row and not layout.is_true(row[column]):
       return f"{column} is false"
     if config.min_aesthetic_score is not None:
-      score = float(row.get("aesthetic_score") or "nan")
-      if not score >= config.min_aesthetic_score:
+      if not _aesthetic_score(row, config.root) >= config.min_aesthetic_score:
         return f"aesthetic_score below {config.min_aesthetic_score}"
     if config.require_cond_views and "cond_rendered" in row and not layout.is_true(row["cond_rendered"]):
       return "cond_rendered is false"
@@ -168,7 +177,7 @@ class TrellisLatents(PackageBuilder):
     """The record of one metadata row; trellis_layout validates every file it reads."""
     config, sha256 = self.builder_config, row["sha256"]
     example = {"sha256": sha256, "captions": _captions(row, config.root),
-               "aesthetic_score": float(row.get("aesthetic_score") or "nan"),
+               "aesthetic_score": _aesthetic_score(row, config.root),
                "views": layout.load_view_files(config.root, sha256) if config.require_cond_views else []}
     if config.stage == "ss":
       latent = layout.load_ss_latent(config.root, config.latent_model, sha256)
@@ -181,10 +190,10 @@ class TrellisLatents(PackageBuilder):
 
   def _generate_examples(self):
     config = self.builder_config
-    norm = _normalization_arrays(config.normalization, layout.SLAT_CHANNELS)
+    channels = layout.SS_LATENT_SHAPE[0] if config.stage == "ss" else layout.SLAT_CHANNELS
+    norm = _normalization_arrays(config.normalization, channels)
     rows = layout.read_metadata(config.root)
-    filtered, skipped, counts = {}, {}, []
-    skipped_instances = []
+    filtered, skipped, skipped_instances, counts, written = {}, {}, [], [], 0
     for key, row in enumerate(rows):
       try:
         reason = self._filter_reason(row)
@@ -201,9 +210,11 @@ class TrellisLatents(PackageBuilder):
       if reason:
         filtered[reason] = filtered.get(reason, 0) + 1
         continue
-      counts.append(int(example.get("num_voxels", 0)))
+      if config.stage == "slat":
+        counts.append(example["num_voxels"])
+      written += 1
       yield key, example
-    summary = {"rows": len(rows), "written": len(counts), "filtered": filtered, "skipped": skipped}
+    summary = {"rows": len(rows), "written": written, "filtered": filtered, "skipped": skipped}
     logging.info("TrellisLatents %s: %s", config.name, summary)
     self.info.metadata[SUMMARY_METADATA] = {**summary, "skipped_instances": skipped_instances}
     self.info.metadata["normalization"] = config.normalization

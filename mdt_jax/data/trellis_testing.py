@@ -29,6 +29,7 @@ BROKEN = {
     "slat_out_of_range": ("slat", "coordinate out of range", "slat"),
     "slat_duplicate": ("slat", "duplicate coordinate", "slat"),
     "views_missing": ("both", "missing file", "views"),
+    "metadata_unparsable": ("both", "unreadable file", "metadata"),
 }
 # kind -> the filter that drops it (max_num_voxels needs a build with max_num_voxels < 100).
 FILTERED = {"low_aesthetic": "aesthetic_score", "not_rendered": "cond_rendered",
@@ -107,7 +108,8 @@ def write_tiny_trellis_dataset(root, num_good=4, broken=tuple(BROKEN), filtered=
     if kind not in ("views_missing", "not_rendered"):
       _write_views(root, sha, rng)
     rows.append({
-        "sha256": sha, "aesthetic_score": 3.0 if kind == "low_aesthetic" else 5.5,
+        "sha256": sha,
+        "aesthetic_score": {"low_aesthetic": 3.0, "metadata_unparsable": "high"}.get(kind, 5.5),
         "captions": json.dumps([f"a {name} object", f"the {name} thing"]),
         "cond_rendered": kind != "not_rendered",
         f"ss_latent_{SS_MODEL}": kind != "not_encoded", f"latent_{SLAT_MODEL}": kind != "not_encoded",
