@@ -36,19 +36,19 @@ def encode_images(model: DinoV2, params: Any, images: jax.Array, *, dtype: Any =
 
   Args:
     model: a :class:`DinoV2` (e.g. from ``conversion.dinov2.load_checkpoint``).
-    params: its float32 params (a traced argument under ``jax.jit``; the encoder is frozen, so
-      callers wrap them in ``jax.lax.stop_gradient`` when differentiating around it).
+    params: its float32 params (a traced argument under ``jax.jit``).
     images: [B, H, W, 3] float RGB in [0, 1], premultiplied by alpha, as
       ``mdt_jax.data.image`` produces (518 x 518 for TRELLIS); H, W multiples of the patch size.
       ImageNet mean/std normalisation happens here.
     dtype: compute dtype of the encoder (e.g. ``jnp.bfloat16``); None keeps ``model.dtype``.
   Returns:
     [B, 1 + R + N, C] float32: the non-affine layer norm (eps 1e-5) of ``x_prenorm``;
-    [B, 1374, 1024] for ``dinov2_vitl14_reg`` at 518 x 518.
+    [B, 1374, 1024] for ``dinov2_vitl14_reg`` at 518 x 518. The encoder is frozen: no gradient
+    flows back through the result (to params or images).
 
   Pure and jit-able: call it inside ``jax.jit`` with ``model`` and ``dtype`` closed over (static).
   """
   if dtype is not None:
     model = model.clone(dtype=dtype)
   out = model.apply({"params": params}, imagenet_normalize(images))
-  return condition_tokens(out["x_prenorm"])
+  return jax.lax.stop_gradient(condition_tokens(out["x_prenorm"]))
