@@ -122,7 +122,8 @@ def test_condition_tokens():
   assert toy_condition.table_checksum() == toy_condition.table_checksum()
   with pytest.raises(ValueError, match="out of range"):
     toy_condition.condition_tokens(toy_condition.NUM_CONDITIONS)
-  out = toy_inputs.ToyInputs("ss", num_tokens=2, channels=16)({"cond_id": 7, "occupancy": np.zeros((16,) * 3, bool)})
+  record = {"cond_id": 7, "occupancy": np.zeros((16,) * 3, bool)}
+  out = toy_inputs.ToyInputs("ss", num_tokens=2, channels=16)(record)
   np.testing.assert_array_equal(out["cond"], toy_condition.condition_tokens(7, 2, 16))
 
 

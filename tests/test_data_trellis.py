@@ -132,7 +132,8 @@ def test_inputs_conditions(root, skipped, tmp_path):
   sha = info["good"][0]
   rng = lambda: np.random.default_rng(0)
   loaded = []
-  image = trellis_inputs.TrellisInputs(path, "image", load_view=lambda p: loaded.append(p) or np.ones((518, 518, 3)))
+  image = trellis_inputs.TrellisInputs(
+      path, "image", load_view=lambda p: loaded.append(p) or np.ones((518, 518, 3)))
   out = image(record, rng())
   assert out["sha256"] == sha and out["cond_image"].shape == (518, 518, 3)
   assert loaded[0] in [os.path.join(path, "renders_cond", sha, f) for f in ("000.png", "001.png")]
