@@ -68,7 +68,37 @@ def ss_forward():
     del params
 
 
-SECTIONS = {"ss_forward": ss_forward}
+def sampling():
+  """Stage-1 generation with the tiny fixture checkpoints (batch 1, float32): the SS-flow Euler sampler
+  at 1, 2 and 25 steps without and with CFG (w = 3 on every step, rescale_t 3, one batched forward of
+  2 per step), then the SS decoder; and the 25-step-CFG / 1-step ratio. One jitted sampler with the
+  params as an argument (one compilation per setting)."""
+  from mdt_jax.flow import jit_sample
+  fixtures = _REPO / "tests/fixtures/trellis"
+  model, params = trellis.load_checkpoint(fixtures / "ss_flow")
+  decoder, dec_params = trellis.load_checkpoint(fixtures / "ss_dec")
+  r = model.resolution
+  rng = np.random.default_rng(0)
+  noise = jnp.asarray(rng.standard_normal((1, r, r, r, model.in_channels), np.float32))
+  cond = jnp.asarray(rng.standard_normal((1, COND_TOKENS["tiny"], model.cond_channels), np.float32))
+  run = jit_sample(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+  medians = {}
+  for steps in (1, 2, 25):
+    for cfg in (0.0, 3.0):
+      first, medians[steps, cfg] = time_call(
+          lambda p, x, c: run(p, x, c, steps=steps, rescale_t=3.0, cfg_strength=cfg)[0], params, noise, cond)
+      print(f"sampling[ss_flow tiny, {steps} step(s), {'CFG w=3' if cfg else 'no CFG'}]: "
+            f"{medians[steps, cfg] * 1e3:.1f} ms ({medians[steps, cfg] / steps * 1e3:.2f} ms/step; "
+            f"first call incl. compile {first:.1f} s)")
+  decode = jax.jit(lambda p, z: decoder.apply({"params": p}, z))
+  z = run(params, noise, cond, steps=1, rescale_t=3.0)[0]
+  first, median = time_call(decode, dec_params, z)
+  print(f"sampling[ss_decoder tiny, {r}^3 -> {2 * r}^3]: {median * 1e3:.1f} ms (first call incl. compile {first:.1f} s)")
+  print(f"sampling: 25 steps with CFG / 1 step without = {medians[25, 3.0] / medians[1, 0.0]:.1f}x "
+        f"(25 steps without CFG / 1 step: {medians[25, 0.0] / medians[1, 0.0]:.1f}x)")
+
+
+SECTIONS = {"ss_forward": ss_forward, "sampling": sampling}
 
 
 def main(argv):
