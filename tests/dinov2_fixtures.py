@@ -4,7 +4,9 @@ A set is a directory holding ``config.json`` (``constructor_args``, ``files``: `
 ``cases`` {name: npz}) plus the files it lists. The scan root is ``$MDT_DINOV2_FIXTURES`` when set,
 else ``tests/fixtures/dinov2``; the root itself and each of its immediate subdirectories that hold
 a ``config.json`` are sets. A listed file that is missing, or a ``case_*.npz`` that is not listed,
-is a scan problem (reported by a failing test, never skipped).
+is a scan problem (reported by a failing test, never skipped); the one exception is a listed
+``.pth`` (the same weights in torch's format, possibly left out for size): without it only the
+optional-torch test skips.
 """
 from __future__ import annotations
 
@@ -45,13 +47,14 @@ def _read_set(directory: Path) -> tuple[FixtureSet | None, list[str]]:
     weights, cases = list(files["weights"]), dict(files["cases"])
   except (json.JSONDecodeError, KeyError, TypeError) as e:
     return None, [f"{config_path}: unreadable 'files' block ({e!r})"]
-  if not weights:
-    problems.append(f"{config_path}: lists no weights")
   if not cases:
     problems.append(f"{config_path}: lists no cases")
-  listed = [*weights, *cases.values()]
-  problems += [f"{directory}: listed file {name!r} is missing" for name in listed
+  required = [*(w for w in weights if not w.endswith(".pth")), *cases.values()]
+  problems += [f"{directory}: listed file {name!r} is missing" for name in required
                if not (directory / name).is_file()]
+  weights = [w for w in weights if (directory / w).is_file()]
+  if not weights:
+    problems.append(f"{config_path}: none of the listed weights is present")
   problems += [f"{directory}: {p.name} is not listed in config.json" for p in sorted(directory.glob("case_*.npz"))
                if p.name not in cases.values()]
   fixture_set = FixtureSet(directory, config_path, tuple(directory / w for w in weights),

@@ -103,7 +103,7 @@ def test_pth_without_torch_names_the_extra(tmp_path, monkeypatch):
 def test_pth_matches_safetensors(fixture_set):
   pytest.importorskip("torch")
   if fixture_set.pth is None:
-    pytest.skip(f"{fixture_set.root} lists no .pth")
+    pytest.skip(f"no .pth weights in {fixture_set.root}")
   _, from_pth = load_checkpoint(fixture_set.pth, fixture_set.config)
   _, from_st = load_checkpoint(fixture_set.safetensors, fixture_set.config)
   assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), from_pth, from_st))
