@@ -93,7 +93,8 @@ def sampling():
   decode = jax.jit(lambda p, z: decoder.apply({"params": p}, z))
   z = run(params, noise, cond, steps=1, rescale_t=3.0)[0]
   first, median = time_call(decode, dec_params, z)
-  print(f"sampling[ss_decoder tiny, {r}^3 -> {2 * r}^3]: {median * 1e3:.1f} ms (first call incl. compile {first:.1f} s)")
+  print(f"sampling[ss_decoder tiny, {r}^3 -> {2 * r}^3]: {median * 1e3:.1f} ms "
+        f"(first call incl. compile {first:.1f} s)")
   print(f"sampling: 25 steps with CFG / 1 step without = {medians[25, 3.0] / medians[1, 0.0]:.1f}x "
         f"(25 steps without CFG / 1 step: {medians[25, 0.0] / medians[1, 0.0]:.1f}x)")
 

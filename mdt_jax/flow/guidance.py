@@ -39,21 +39,20 @@ class PairedBatch:
   ``order`` (sparse only): [2 cap] int32, row i of the joined tensor is row ``order[i]`` of
   ``concat([x rows, x rows])``; ``inverse`` its inverse permutation. None for dense latents.
   """
-  template: Latent
   order: jax.Array | None
   inverse: jax.Array | None
 
   @classmethod
   def of(cls, x: Latent) -> "PairedBatch":
     if not latents.is_sparse(x):
-      return cls(x, None, None)
+      return cls(None, None)
     mask2 = jnp.concatenate([x.mask, x.mask])
     copy = jnp.repeat(jnp.arange(2, dtype=jnp.int32), x.capacity)
     order = jnp.argsort(jnp.where(mask2, copy, 2), stable=True).astype(jnp.int32)
-    return cls(x, order, jnp.argsort(order).astype(jnp.int32))
+    return cls(order, jnp.argsort(order).astype(jnp.int32))
 
   def join(self, x: Latent) -> Latent:
-    """x (structure of the template) -> the 2B batch [x ; x]."""
+    """x (the layout this pairing was made for) -> the 2B batch [x ; x]."""
     if self.order is None:
       return _concat(x, x)
     offset = jnp.concatenate([jnp.zeros_like(x.mask, jnp.int32), jnp.where(x.mask, x.batch_size, 0)])
