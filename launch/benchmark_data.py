@@ -4,6 +4,12 @@
 
 Builds the default toy dataset if needed, then times `--batches` batches (after one warm-up batch)
 of the grain iterator for each `--threads` value, and the plain source reads alone for reference.
+
+Measured on the 2-core CPU machine (2026-11, default toy set, 4 devices x 8 instances, under a load
+average of ~6-7 from other work, so lower bounds): one-at-a-time source reads ~1,550 records/s;
+dense batches 1,500-2,400 examples/s; sparse batches 380-550 examples/s (the stage-2 features are
+computed on the fly, ~1.3 ms a shape, mostly the distance transform); sparse padding fraction 0.39
+(capacities 1,536-4,096; one capacity for all devices), 0.12 with 1 device x 32 instances.
 """
 import sys
 import time
@@ -33,7 +39,7 @@ def main(argv):
   start = time.perf_counter()
   for i in range(n):
     source[i % len(source)]
-  print(f"source reads: {n / (time.perf_counter() - start):.0f} records/s")
+  print(f"source reads, one at a time: {n / (time.perf_counter() - start):.0f} records/s")
   sparse = pipeline.SparseCollate(sparse_batch.voxel_counts(builder, "train"), layout)
   for name, stage, collate in (("dense", "ss", pipeline.dense_collate), ("sparse", "slat", sparse)):
     for threads in map(int, _THREADS.value):

@@ -4,6 +4,10 @@
   python launch/build_toy_dataset.py --data_dir=/tmp/tfds --config=r32
 
 An already prepared dataset is reused (TFDS), so the time printed is then the load time.
+
+Measured on the 2-core CPU machine (2026-11): r16 builds in 10-14 s (6 MB; mean 214 voxels a
+shape), and its test split's family recovery is 0.895 (chance 0.125); r32 builds in ~62 s under
+load (11 MB; mean 1,710 voxels).
 """
 import sys
 import time
