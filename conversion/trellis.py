@@ -25,8 +25,8 @@ from conversion.common import ConversionError
 # TRELLIS model class -> "module:attr" of ours; None: a known kind that is not implemented yet.
 MODELS: dict[str, str | None] = {
     "SparseStructureFlowModel": "mdt_jax.models.ss_flow:SparseStructureFlowModel",
-    "SLatFlowModel": None,
-    "ElasticSLatFlowModel": None,
+    "SLatFlowModel": "mdt_jax.models.slat_flow:SLatFlowModel",
+    "ElasticSLatFlowModel": "mdt_jax.models.slat_flow:ElasticSLatFlowModel",
     "SparseStructureDecoder": "mdt_jax.models.ss_decoder:SparseStructureDecoder",
 }
 _NOT_ARGS = ("dtype", "parent", "name")

@@ -44,7 +44,35 @@ def run_ss_decoder(model, params, z):
   return out, channels_last(z["out"]), {}
 
 
-RUNNERS = {"SparseStructureFlowModel": run_ss_flow, "SparseStructureDecoder": run_ss_decoder}
+def run_slat_flow(model, params, z):
+  """-> (output feats, reference, {name: (ours, reference)}) for a SLat-flow case: the stored
+  ``inter/<module>_{feats,coords}`` of every stage (rows in the reference's order) and ``t_emb``."""
+  from mdt_jax.sparse import SparseTensor
+  x = SparseTensor.from_packed(z["coords"], z["feats"])
+  out, state = jax.jit(lambda p, x, t, c: model.apply({"params": p}, x, t, c, capture_intermediates=True))(
+      params, x, z["t"] / 1000.0, z["cond"])
+  inter = state["intermediates"]
+  # The transformer blocks' tokens [1, cap, C] sit on the sites of the last input block.
+  coarse = inter[f"input_blocks_{len(model.stages) * model.num_io_res_blocks - 1}"]["__call__"][0]
+  stages = {}
+  for key in z.files:
+    if key.startswith("inter/") and key.endswith("_feats"):
+      name = key.removeprefix("inter/").removesuffix("_feats")
+      value = inter[name.replace(".", "_")]["__call__"][0]
+      stages[name] = (x.replace_feats(value) if name == "input_layer" else
+                      coarse.replace_feats(value[0]) if name.startswith("blocks.") else value)
+  pairs = {"t_emb": (inter["t_embedder"]["__call__"][0], z["inter/t_emb"])}
+  for name, tensor in stages.items():
+    coords, feats = tensor.to_packed()
+    pairs[f"{name} coords"] = (coords, z[f"inter/{name}_coords"])
+    pairs[f"{name} feats"] = (feats, z[f"inter/{name}_feats"])
+  coords, feats = out.to_packed()
+  pairs["output coords"] = (coords, z["coords"])
+  return feats, z["out"], pairs
+
+
+RUNNERS = {"SparseStructureFlowModel": run_ss_flow, "SparseStructureDecoder": run_ss_decoder,
+           "SLatFlowModel": run_slat_flow, "ElasticSLatFlowModel": run_slat_flow}
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=str)

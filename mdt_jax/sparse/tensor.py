@@ -3,6 +3,12 @@
 Rows of a sample are contiguous and in input order; the batch is padded to a capacity from a
 small fixed ladder (:func:`bucket_capacity`) so a run compiles a handful of programs, not one per
 batch. Padding rows have ``mask`` False, coordinates 0 and features 0, and never change a result.
+
+Down-sampled levels (the SLat model's 2x parents) need a static capacity too. Optionally the tensor
+carries ``coarse_capacities``: the bucketed capacities of its 2x, 4x, ... parent levels, computed on
+the host from the coordinates (:func:`coarse_capacities`). Without them a parent level keeps the
+capacity of the level below it (always enough, since parents <= children, but every coarse
+transformer token then costs as much as a fine row).
 """
 from __future__ import annotations
 
@@ -28,22 +34,41 @@ def bucket_capacity(n: int) -> int:
   raise AssertionError("unreachable: 2k >= n")
 
 
+def coarse_capacities(coords, mask, levels: int) -> tuple[int, ...]:
+  """Bucketed capacities of the parent levels 1..``levels`` (coords // 2^l), host side.
+
+  coords: [..., cap, 4] int (b, x, y, z), mask: [..., cap]; leading axes (devices) share one
+  capacity per level: the bucket of the largest number of distinct parents.
+  """
+  coords = np.asarray(coords).reshape(-1, *np.shape(coords)[-2:])
+  mask = np.asarray(mask).reshape(coords.shape[:2])
+  out = []
+  for level in range(1, levels + 1):
+    parents = [np.unique(np.concatenate([c[m, :1], c[m, 1:] >> level], 1), axis=0).shape[0]
+               for c, m in zip(coords, mask)]
+    out.append(bucket_capacity(max(parents)))
+  return tuple(out)
+
+
 @flax.struct.dataclass
 class SparseTensor:
-  """coords [cap, 4] int32 (batch index, x, y, z); feats [cap, C]; mask [cap] bool; static batch_size."""
+  """coords [cap, 4] int32 (batch index, x, y, z); feats [cap, C]; mask [cap] bool; static batch_size;
+  static ``coarse_capacities`` (optional, see the module docstring)."""
   coords: jax.Array
   feats: jax.Array
   mask: jax.Array
   batch_size: int = flax.struct.field(pytree_node=False)
+  coarse_capacities: tuple[int, ...] = flax.struct.field(pytree_node=False, default=())
 
   @classmethod
-  def from_packed(cls, coords, feats, *, capacity: int | None = None, batch_size: int | None = None
-                  ) -> "SparseTensor":
+  def from_packed(cls, coords, feats, *, capacity: int | None = None, batch_size: int | None = None,
+                  coarse_levels: int = 0) -> "SparseTensor":
     """TRELLIS's packed layout -> padded tensor (host side).
 
     coords: [N, 4] int (batch index, then 3 spatial), rows grouped by batch index in increasing
     order; feats: [N, C]. ``capacity`` defaults to ``bucket_capacity(N)``; ``batch_size`` to
-    ``max(batch index) + 1``.
+    ``max(batch index) + 1``; ``coarse_levels`` > 0 also sets ``coarse_capacities`` for that many
+    parent levels (1 for the SLat flow models).
     """
     coords, feats = np.asarray(coords), np.asarray(feats)
     if coords.ndim != 2 or coords.shape[1] != 4 or feats.ndim != 2 or feats.shape[0] != coords.shape[0]:
@@ -57,9 +82,11 @@ class SparseTensor:
     if capacity < n:
       raise ValueError(f"SparseTensor.from_packed: capacity {capacity} < {n} rows")
     pad = capacity - n
-    return cls(coords=jnp.asarray(np.pad(coords.astype(np.int32), ((0, pad), (0, 0)))),
-               feats=jnp.asarray(np.pad(feats, ((0, pad), (0, 0)))),
-               mask=jnp.asarray(np.arange(capacity) < n), batch_size=batch_size)
+    mask = np.arange(capacity) < n
+    coords = np.pad(coords.astype(np.int32), ((0, pad), (0, 0)))
+    return cls(coords=jnp.asarray(coords), feats=jnp.asarray(np.pad(feats, ((0, pad), (0, 0)))),
+               mask=jnp.asarray(mask), batch_size=batch_size,
+               coarse_capacities=coarse_capacities(coords, mask, coarse_levels))
 
   def to_packed(self) -> tuple[np.ndarray, np.ndarray]:
     """-> (coords [N, 4] int32, feats [N, C]) with padding removed, rows in their order (host side)."""

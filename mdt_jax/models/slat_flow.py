@@ -1,0 +1,198 @@
+"""TRELLIS's SLatFlowModel (and ElasticSLatFlowModel): the sparse stage-2 U-DiT over active voxels."""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from conversion import common
+from mdt_jax.models.embeddings import TimestepEmbedder, absolute_position_embedding
+from mdt_jax.models.norms import LayerNorm32
+from mdt_jax.models.sparse_resblock import SparseResBlock3d
+from mdt_jax.models.transformer import ModulatedTransformerCrossBlock
+from mdt_jax.sparse.neighbours import neighbour_table
+from mdt_jax.sparse.resample import downsampling
+from mdt_jax.sparse.tensor import SparseTensor
+
+Dtype = Any
+
+
+class SLatFlowModel(nn.Module):
+  """Velocity field of the structured-latent (stage-2) rectified flow (fixtures README section 3).
+
+  Fields are TRELLIS's constructor arguments, plus ``dtype``, the compute dtype of the trunk
+  (input blocks, transformer blocks, output blocks): float32 by default; float16 reproduces
+  TRELLIS's ``use_fp16``; bfloat16 for TPU/GPU. Parameters are always float32. The APE is computed
+  in the forward pass at the coarse coordinates (no stored buffer).
+
+  Call: ``model.apply({"params": p}, x, t, cond)`` with ``x`` a :class:`SparseTensor` (coords in
+  [0, resolution), feats [cap, in_channels]), ``t`` [B] flow time in [0, 1] (embedded as 1000 t),
+  ``cond`` [B, L, cond_channels]; returns a SparseTensor on x's sites and row order, feats
+  [cap, out_channels] float32, 0 on padding. ``x.coarse_capacities`` (optional) sets the static
+  capacity of each 2x level; if a level's parents do not fit in it, the output is NaN.
+
+  Structure: ``input_layer``; per io stage (``io_block_channels``, each halving the resolution,
+  ``patch_size = 2^stages``) ``num_io_res_blocks - 1`` res blocks and one down-sampling res block,
+  each output pushed as a skip; APE; ``num_blocks`` transformer blocks, each sample's tokens attending
+  to their own sample and to their own condition; the io stages mirrored with up-sampling, each
+  block's input being ``[h, skip]`` when ``use_skip_connection``; LayerNorm (eps 1e-5); ``out_layer``.
+  With ``share_mod`` the transformer blocks share one ``adaLN_modulation_1`` of the time embedding;
+  the res blocks take the time embedding itself.
+  """
+  resolution: int
+  in_channels: int
+  model_channels: int
+  cond_channels: int
+  out_channels: int
+  num_blocks: int
+  num_heads: Optional[int] = None
+  num_head_channels: int = 64
+  mlp_ratio: float = 4
+  patch_size: int = 2
+  num_io_res_blocks: int = 2
+  io_block_channels: Optional[tuple[int, ...]] = None
+  pe_mode: str = "ape"
+  use_fp16: bool = False
+  use_checkpoint: bool = False
+  use_skip_connection: bool = True
+  share_mod: bool = False
+  qk_rms_norm: bool = False
+  qk_rms_norm_cross: bool = False
+  dtype: Dtype = jnp.float32
+
+  # Blocks are rematerialised (jax.checkpoint) when ``use_checkpoint``, under this policy: a name in
+  # ``jax.checkpoint_policies``, or None to save nothing. Not a TRELLIS argument, so a class
+  # attribute: ``SLatFlowModel.with_remat_policy("dots_saveable")`` makes a variant.
+  remat_policy: ClassVar[Optional[str]] = None
+
+  @classmethod
+  def with_remat_policy(cls, policy: Optional[str]) -> type:
+    """This class with another remat policy (same TRELLIS name, same params)."""
+    if policy is not None and not hasattr(jax.checkpoint_policies, policy):
+      raise ValueError(f"unknown jax.checkpoint_policies name {policy!r}")
+    return type(cls.__name__, (cls,), {"remat_policy": policy, "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__})
+
+  @property
+  def rematerialise(self) -> bool:
+    return self.use_checkpoint
+
+  @property
+  def heads(self) -> int:
+    return self.num_heads or self.model_channels // self.num_head_channels
+
+  @property
+  def stages(self) -> tuple[int, ...]:
+    """Channels of the io stages, one per 2x resolution level (may be empty)."""
+    return tuple(self.io_block_channels or ())
+
+  def weight_layout(self, torch_key: str, ndim: int) -> common.Layout:
+    """Sparse-conv kernels (``<block>.convN.conv.weight``) are spconv's ``[out, 3, 3, 3, in]``."""
+    if ndim == 5 and torch_key.endswith(".conv.weight"):
+      return common.SPARSE_CONV3D
+    return common.default_weight_layout(torch_key, ndim)
+
+  def example_inputs(self, batch_size: int = 1):
+    """One voxel per sample at the origin, t = 0, one condition token (for ``init``/``eval_shape``)."""
+    coords = np.zeros((batch_size, 4), np.int32)
+    coords[:, 0] = np.arange(batch_size)
+    x = SparseTensor.from_packed(coords, np.zeros((batch_size, self.in_channels), np.float32))
+    return x, jnp.zeros((batch_size,)), jnp.zeros((batch_size, 1, self.cond_channels))
+
+  def _check(self, x, t, cond):
+    name = type(self).__name__
+    if self.pe_mode != "ape":
+      raise NotImplementedError(f"{name}: pe_mode={self.pe_mode!r} (only 'ape')")
+    if 2 ** len(self.stages) != self.patch_size:
+      raise ValueError(f"{name}: patch_size {self.patch_size} must be 2^len(io_block_channels) "
+                       f"(io_block_channels={self.io_block_channels})")
+    if not isinstance(x, SparseTensor) or x.feats.ndim != 2 or x.feats.shape[1] != self.in_channels:
+      raise ValueError(f"{name}: x must be a SparseTensor with feats [cap, {self.in_channels}], got "
+                       f"{type(x).__name__} {getattr(getattr(x, 'feats', None), 'shape', None)}")
+    b = x.batch_size
+    if t.shape != (b,) or cond.ndim != 3 or cond.shape[0] != b or cond.shape[-1] != self.cond_channels:
+      raise ValueError(f"{name}: expected t [{b}] and cond [{b}, L, {self.cond_channels}] for "
+                       f"x.batch_size {b}, got t {t.shape}, cond {cond.shape}")
+
+  def _block_classes(self):
+    if not self.rematerialise:
+      return SparseResBlock3d, ModulatedTransformerCrossBlock
+    policy = self.remat_policy and getattr(jax.checkpoint_policies, self.remat_policy)
+    return nn.remat(SparseResBlock3d, policy=policy), nn.remat(ModulatedTransformerCrossBlock, policy=policy)
+
+  @nn.compact
+  def __call__(self, x: SparseTensor, t, cond):
+    self._check(x, t, cond)
+    c, stages, b = self.model_channels, self.stages, x.batch_size
+    res_block, transformer_block = self._block_classes()
+
+    # The pyramid of sites: neighbour tables per level, the 2x maps between levels.
+    tables = [neighbour_table(x.coords, x.mask, resolution=self.resolution, batch_size=b)]
+    samplings = []
+    coords, mask = x.coords, x.mask
+    for level in range(len(stages)):
+      capacity = x.coarse_capacities[level] if level < len(x.coarse_capacities) else mask.shape[0]
+      sampling = downsampling(coords, mask, resolution=self.resolution >> level, batch_size=b, capacity=capacity)
+      coords, mask = sampling.coarse_coords, sampling.coarse_mask
+      tables.append(neighbour_table(coords, mask, resolution=self.resolution >> (level + 1), batch_size=b))
+      samplings.append(sampling)
+
+    feats = nn.Dense(stages[0] if stages else c, name="input_layer")(x.feats.astype(jnp.float32))
+    emb = TimestepEmbedder(c, name="t_embedder")(1000.0 * t)
+    mod = nn.Dense(6 * c, name="adaLN_modulation_1")(nn.silu(emb)) if self.share_mod else emb
+    h = SparseTensor(coords=x.coords, feats=feats.astype(self.dtype), mask=x.mask, batch_size=b)
+    emb, mod, cond = emb.astype(self.dtype), mod.astype(self.dtype), cond.astype(self.dtype)
+
+    skips, k = [], 0
+    for level, ch in enumerate(stages):
+      next_ch = stages[level + 1] if level + 1 < len(stages) else c
+      for _ in range(self.num_io_res_blocks - 1):
+        h = res_block(ch, dtype=self.dtype, name=f"input_blocks_{k}")(h, emb, tables[level], None)
+        skips.append(h)
+        k += 1
+      h = res_block(next_ch, "down", dtype=self.dtype, name=f"input_blocks_{k}")(
+          h, emb, tables[level + 1], samplings[level])
+      skips.append(h)
+      k += 1
+
+    ape = absolute_position_embedding(h.coords[:, 1:], c).astype(self.dtype)
+    tokens = jnp.where(h.mask[:, None], h.feats + ape, 0)[None]                 # [1, cap_c, C]
+    segment_ids = h.segment_ids[None]
+    num_cond = cond.shape[1]
+    cond_tokens = cond.reshape(1, b * num_cond, cond.shape[-1])                # [1, B L, C_cond]
+    cond_segment_ids = jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_cond)[None]
+    for i in range(self.num_blocks):
+      tokens = transformer_block(c, self.heads, self.mlp_ratio, share_mod=self.share_mod,
+                                 qk_rms_norm=self.qk_rms_norm, qk_rms_norm_cross=self.qk_rms_norm_cross,
+                                 dtype=self.dtype, name=f"blocks_{i}")(
+          tokens, mod, cond_tokens, segment_ids=segment_ids, cond_segment_ids=cond_segment_ids)
+    h = h.replace_feats(jnp.where(h.mask[:, None], tokens[0], 0))
+
+    k = 0
+    for level in reversed(range(len(stages))):
+      for j in range(self.num_io_res_blocks):
+        if self.use_skip_connection:
+          h = h.replace_feats(jnp.concatenate([h.feats, skips.pop().feats], axis=-1))
+        up = j == 0
+        h = res_block(stages[level], "up" if up else None, dtype=self.dtype, name=f"out_blocks_{k}")(
+            h, emb, tables[level], samplings[level] if up else None)
+        k += 1
+
+    out = nn.Dense(self.out_channels, name="out_layer")(LayerNorm32(1e-5)(h.feats.astype(jnp.float32)))
+    out = jnp.where(x.mask[:, None], out, 0)
+    overflow = jnp.any(jnp.stack([s.overflow for s in samplings])) if samplings else False
+    return x.replace_feats(jnp.where(overflow, jnp.nan, out))
+
+
+class ElasticSLatFlowModel(SLatFlowModel):
+  """The same network and parameters, its blocks always rematerialised (TRELLIS's memory-saving
+  variant) under ``remat_policy`` (default: save nothing; ``with_remat_policy`` for another)."""
+  remat_policy: ClassVar[Optional[str]] = "nothing_saveable"
+
+  @property
+  def rematerialise(self) -> bool:
+    return True
+
