@@ -7,11 +7,12 @@ runs once on 2B samples, and the output is split again:
 
 * dense ``[B, ...]``: ``concat([x, x])`` and ``concat([cond, neg_cond])``; the first B outputs are
   the conditional branch.
-* :class:`SparseTensor` (capacity ``cap``, B samples): a tensor of capacity ``2 cap`` and batch size
+* ``SparseTensor`` (capacity ``cap``, B samples): a tensor of capacity ``2 cap`` and batch size
   2B holding the valid rows of x (samples 0..B-1), then the same rows again with batch indices
   B..2B-1, then all padding rows; so it has the layout ``SparseTensor.from_packed`` gives (samples
-  contiguous and in order, padding at the end) whatever x's padding layout. The row order is
-  computed once per sampling run (coords do not change while sampling).
+  contiguous and in order, padding at the end) whatever x's padding layout, and twice x's
+  ``coarse_capacities``. The row order is computed once per sampling run (coords do not change
+  while sampling).
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ import jax.numpy as jnp
 
 from mdt_jax import latents
 from mdt_jax.latents import Latent
-from mdt_jax.sparse.tensor import SparseTensor
 
 VelocityFn = Callable[[Latent, jax.Array, Any], Latent]
 
@@ -57,8 +57,10 @@ class PairedBatch:
       return _concat(x, x)
     offset = jnp.concatenate([jnp.zeros_like(x.mask, jnp.int32), jnp.where(x.mask, x.batch_size, 0)])
     coords = jnp.concatenate([x.coords, x.coords]).at[:, 0].add(offset)
-    return SparseTensor(coords=coords[self.order], feats=jnp.concatenate([x.feats, x.feats])[self.order],
-                        mask=jnp.concatenate([x.mask, x.mask])[self.order], batch_size=2 * x.batch_size)
+    # Twice the samples have exactly twice the parents at each coarse level: twice each capacity holds them.
+    return x.replace(coords=coords[self.order], feats=jnp.concatenate([x.feats, x.feats])[self.order],
+                     mask=jnp.concatenate([x.mask, x.mask])[self.order], batch_size=2 * x.batch_size,
+                     coarse_capacities=tuple(2 * c for c in x.coarse_capacities))
 
   def split(self, y: Latent) -> tuple[jax.Array, jax.Array]:
     """Values of an output of the 2B batch -> (first half, second half), each like ``feats(x)``."""
