@@ -72,3 +72,32 @@ def normal_like(key: jax.Array, x: Latent) -> Latent:
   f = feats(x)
   noise = jax.random.normal(key, f.shape, f.dtype) * valid_mask(x)
   return map_feats(lambda _: noise, x)
+
+
+def concat(xs: list[Latent]) -> Latent:
+  """Stacks k batches of B samples into one batch of k*B (sample j of part i -> i*B + j).
+
+  Used to run several network evaluations as one forward pass. Sparse parts keep their rows
+  (and padding) in order, with batch indices offset (padding rows may sit between samples: the
+  sparse ops key rows by (b, x, y, z) and mask, not by position); their ``coarse_capacities`` add.
+  """
+  if not is_sparse(xs[0]):
+    return jnp.concatenate(xs, axis=0)
+  b = xs[0].batch_size
+  coords = [x.coords.at[:, 0].add(jnp.where(x.mask, i * b, 0)) for i, x in enumerate(xs)]
+  coarse = tuple(sum(level) for level in zip(*[x.coarse_capacities for x in xs]))
+  return SparseTensor(coords=jnp.concatenate(coords), feats=jnp.concatenate([x.feats for x in xs]),
+                      mask=jnp.concatenate([x.mask for x in xs]), batch_size=b * len(xs),
+                      coarse_capacities=coarse if len(coarse) == len(xs[0].coarse_capacities) else ())
+
+
+def split(x: Latent, like: list[Latent]) -> list[Latent]:
+  """Inverse of :func:`concat`: cuts ``x`` into parts laid out like ``like``."""
+  if not is_sparse(x):
+    return jnp.split(x, len(like), axis=0)
+  out, start = [], 0
+  for part in like:
+    rows = slice(start, start + part.capacity)
+    out.append(part.replace_feats(x.feats[rows]))
+    start += part.capacity
+  return out

@@ -1,0 +1,124 @@
+"""MDT-dist regression targets: Velocity Matching (discrete / continuous) and the CM baseline.
+
+Notation (fixtures README section 6): the student ``u_theta`` and the frozen teacher ``v_phi``
+are velocity fields called as ``apply(params, x, t, cond)`` with t the flow time in [0, 1]; 1 is
+noise. With guidance w the teacher's velocity is ``v_T = (1+w) v_phi(x,t,c) - w v_phi(x,t,c_neg)``.
+Velocity Matching regresses ``u_theta(x_t, t)`` on ``v_T - t du/dt`` (the identity u = v - t du/dt
+of the marginal-to-data transport u, whose Euler jump ``x_t - t u`` lands on data), with
+- discrete: ``du/dt = (sg(u(x_t, t)) - sg(u(x_prev, t_prev))) / D``, ``x_prev = x_t - (t - t_prev) v_T``,
+  ``t_prev = t - D`` in float32 (so ``t - t_prev`` is not exactly D, as the reference);
+- continuous: ``du/dt = sg(d/ds u(x_t + s v_T, t + s))`` at s = 0, a forward-mode JVP;
+- optional d_norm: ``du/dt / (||du/dt|| + c)``, the norm per sample over its valid elements.
+CM: ``pred = x_t - (t - t_tgt) u(x_t, t)``, ``target = sg(x_prev - (t_prev - t_tgt) u(x_prev, t_prev))``.
+
+Work is batched: for any number of branches (VM on data, VD on the one-step sample), the teacher
+runs once on all branches and both guidance halves, and the student's no-gradient evaluations run
+once (discrete/CM) or as one JVP (continuous).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from mdt_jax import latents
+from mdt_jax.flow.paths import diffuse
+from mdt_jax.latents import Latent
+
+Apply = Callable[[Any, Latent, jax.Array, jax.Array], Latent]
+
+
+@flax.struct.dataclass
+class Branch:
+  """One regression problem of B samples: x0 [latent], noise [latent], t [B], guidance w (scalar).
+
+  ``u_pred``: the student's prediction at (x_t, t), carrying gradient, when the caller has it;
+  otherwise it is evaluated here without gradient.
+  """
+  x0: Latent
+  noise: Latent
+  t: jax.Array
+  cond: jax.Array
+  neg_cond: jax.Array
+  w: Any
+  u_pred: Optional[Latent] = None
+
+
+def evaluate(apply: Apply, params, calls: list[tuple[Latent, jax.Array, jax.Array]]) -> list[Latent]:
+  """Several ``(x, t, cond)`` calls of B samples each as ONE forward pass of k*B samples."""
+  if len(calls) == 1:
+    return [apply(params, *calls[0])]
+  xs, ts, conds = zip(*calls)
+  out = apply(params, latents.concat(list(xs)), jnp.concatenate(ts), jnp.concatenate(conds))
+  return latents.split(out, list(xs))
+
+
+def guided_velocities(apply: Apply, params, calls: list[tuple[Latent, jax.Array, jax.Array, jax.Array, Any]]
+                      ) -> list[Latent]:
+  """Teacher velocities with classifier-free guidance for calls ``(x, t, cond, neg_cond, w)``:
+  both halves of every call in one forward pass; ``(1+w) v_cond - w v_neg``."""
+  outs = evaluate(apply, params, [c for x, t, cond, neg, _ in calls for c in ((x, t, cond), (x, t, neg))])
+  return [latents.map_feats(lambda a, b, w=w: (1 + w) * a - w * b, outs[2 * i], outs[2 * i + 1])
+          for i, (*_, w) in enumerate(calls)]
+
+
+def _jvp(apply: Apply, params, x: Latent, t, cond, dx: Latent) -> tuple[Latent, Latent]:
+  """(u(x, t), d/ds u(x + s dx, t + s)) at s = 0, differentiating through the features only."""
+  def f(values, tt):
+    return latents.feats(apply(params, latents.map_feats(lambda _: values, x), tt, cond))
+  primal, tangent = jax.jvp(f, (latents.feats(x), t), (latents.feats(dx), jnp.ones_like(t)))
+  return latents.map_feats(lambda _: primal, x), latents.map_feats(lambda _: tangent, x)
+
+
+def normalise_per_sample(x: Latent, c: float) -> Latent:
+  """``x / (||x|| + c)`` with the L2 norm per sample over its valid elements (d_norm)."""
+  norm = jnp.sqrt(latents.sample_sum(x, jnp.square(latents.feats(x))))
+  return latents.map_feats(lambda f: f / latents.per_sample(x, norm + c), x)
+
+
+def predictions_and_targets(student_apply: Apply, student_params, teacher_apply: Apply, teacher_params,
+                            branches: list[Branch], *, kind: str, interval: float, sigma_min: float,
+                            d_norm: bool, d_norm_c: float = 0.1, multiphase: int = 1
+                            ) -> list[tuple[Latent, Latent]]:
+  """-> per branch ``(prediction, target)``: VM (``kind`` discrete/continuous) or CM (``kind="cm"``).
+
+  The target never carries gradient; the prediction carries it when the branch's ``u_pred`` did.
+  """
+  sg_student = jax.lax.stop_gradient(student_params)
+  teacher_params = jax.lax.stop_gradient(teacher_params)
+  x_ts = [diffuse(b.x0, b.noise, b.t, sigma_min) for b in branches]
+  v_teacher = guided_velocities(teacher_apply, teacher_params,
+                                [(x_t, b.t, b.cond, b.neg_cond, b.w) for x_t, b in zip(x_ts, branches)])
+  scale = lambda x, s: latents.per_sample(x, s)
+
+  if kind == "continuous":
+    primal, tangent = _jvp(student_apply, sg_student, latents.concat(x_ts), jnp.concatenate([b.t for b in branches]),
+                           jnp.concatenate([b.cond for b in branches]), latents.concat(v_teacher))
+    u_now, du_dt = latents.split(primal, x_ts), latents.split(tangent, x_ts)
+  else:
+    t_prevs = [b.t - interval for b in branches]
+    x_prevs = [latents.map_feats(lambda x, v, b=b, tp=tp: x - scale(x_t, b.t - tp) * v, x_t, v)
+               for x_t, v, b, tp in zip(x_ts, v_teacher, branches, t_prevs)]
+    calls = [(x_p, tp, b.cond) for x_p, tp, b in zip(x_prevs, t_prevs, branches)]
+    calls += [(x_t, b.t, b.cond) for x_t, b in zip(x_ts, branches) if b.u_pred is None]
+    outs = evaluate(student_apply, sg_student, calls)
+    u_prevs, fresh = outs[:len(branches)], iter(outs[len(branches):])
+    u_now = [jax.lax.stop_gradient(b.u_pred) if b.u_pred is not None else next(fresh) for b in branches]
+    du_dt = [latents.map_feats(lambda a, p: (a - p) / interval, u, up) for u, up in zip(u_now, u_prevs)]
+
+  results = []
+  for i, b in enumerate(branches):
+    pred = b.u_pred if b.u_pred is not None else u_now[i]
+    x_t = x_ts[i]
+    if kind == "cm":
+      t_tgt = jnp.floor(t_prevs[i] * multiphase) / multiphase
+      pred_x = latents.map_feats(lambda x, u: x - scale(x_t, b.t - t_tgt) * u, x_t, pred)
+      target = latents.map_feats(lambda x, u: x - scale(x_t, t_prevs[i] - t_tgt) * u, x_prevs[i], u_prevs[i])
+      results.append((pred_x, jax.lax.stop_gradient(target)))
+      continue
+    d = normalise_per_sample(du_dt[i], d_norm_c) if d_norm else du_dt[i]
+    target = latents.map_feats(lambda v, g: v - scale(x_t, b.t) * g, v_teacher[i], d)
+    results.append((pred, jax.lax.stop_gradient(target)))
+  return results
