@@ -1,0 +1,54 @@
+"""Settings of two-stage sampling (``launch/sample.py``).
+
+    python launch/sample.py --config=configs/sample.py:tiny --config.ss.steps=2
+    python launch/sample.py --config=configs/sample.py:trellis_image_L --config.checkpoint_dir=/path/to/ckpts
+
+Variants:
+* ``trellis_image_L`` (default): TRELLIS-image-large's released checkpoints (``checkpoint_dir``
+  holds ``NAME.json`` + ``NAME.safetensors``, or converted orbax directories of the same names),
+  its sampler settings and its structured-latent normalisation.
+* ``tiny``: the tiny random-weight checkpoints in ``tests/fixtures/trellis`` (they chain: SS flow
+  8^3 x 8 -> decoder 16^3 -> SLat flow at 16^3), few steps, identity normalisation (they were not
+  trained on normalised data); its shapes are random, the point is that everything runs.
+"""
+from pathlib import Path
+
+import ml_collections
+
+# TRELLIS-image-large's pipeline.json: both stages use the guidance-interval Euler sampler with
+# 25 steps, rescale_t 3 and guidance on t in [0.5, 1.0]; w = 7.5 for the sparse structure, 3 for
+# the structured latents. Negative condition: zeros.
+_TRELLIS_SS = dict(steps=25, cfg_strength=7.5, cfg_interval=(0.5, 1.0), rescale_t=3.0)
+_TRELLIS_SLAT = dict(steps=25, cfg_strength=3.0, cfg_interval=(0.5, 1.0), rescale_t=3.0)
+# Per-channel statistics of the structured latents TRELLIS's SLat flow was trained on (pipeline.json's
+# slat_normalization): generated feats are x0 * std + mean.
+_TRELLIS_SLAT_MEAN = (-2.1687545776367188, -0.004347046371549368, -0.13352349400520325, -0.08418072760105133,
+                      -0.5271206498146057, 0.7238689064979553, -1.1414450407028198, 1.2039363384246826)
+_TRELLIS_SLAT_STD = (2.377650737762451, 2.386378288269043, 2.124418020248413, 2.1748552322387695,
+                     2.663944721221924, 2.371192216873169, 2.6217446327209473, 2.684523105621338)
+
+VARIANTS = {
+    "trellis_image_L": dict(
+        checkpoint_dir="", ss_flow="ss_flow_img_dit_L_16l8_fp16", ss_decoder="ss_dec_conv3d_16l8_fp16",
+        slat_flow="slat_flow_img_dit_L_64l8p2_fp16", ss=_TRELLIS_SS, slat=_TRELLIS_SLAT,
+        slat_mean=_TRELLIS_SLAT_MEAN, slat_std=_TRELLIS_SLAT_STD, compute_dtype="float32"),
+    "tiny": dict(
+        checkpoint_dir=str(Path(__file__).resolve().parents[1] / "tests/fixtures/trellis"),
+        ss_flow="ss_flow", ss_decoder="ss_dec", slat_flow="slat_flow",
+        ss=dict(steps=2, cfg_strength=3.0, cfg_interval=(0.5, 1.0), rescale_t=3.0),
+        slat=dict(steps=1, cfg_strength=0.0, cfg_interval=(0.0, 1.0), rescale_t=3.0),
+        slat_mean=(0.0,) * 8, slat_std=(1.0,) * 8, compute_dtype="float32"),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "trellis_image_L"
+  if variant not in VARIANTS:
+    raise ValueError(f"configs/sample.py: unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+  config = ml_collections.ConfigDict(VARIANTS[variant])
+  config.variant = variant
+  config.seed = 0
+  config.num_samples = 2        # shapes to generate
+  config.batch_size = 2         # conditions sampled together
+  config.num_views = 4          # PNG views per shape, at most 4 (0: no PNG)
+  return config
