@@ -126,9 +126,9 @@ def test_rejects_bad_image_shapes():
     jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 3, 28, 28)))
 
 
-def test_encode_images_is_frozen():
-  model = DinoV2(img_size=28, embed_dim=8, depth=1, num_heads=2, num_register_tokens=1)
-  images = jnp.full((1, 28, 28, 3), 0.5)
-  params = model.init(jax.random.key(0), images)["params"]
-  grads = jax.grad(lambda p: jnp.sum(encode_images(model, p, images) ** 2))(params)
+@pytest.mark.parametrize("fixture_set", [pytest.param(s, id=s.root.name) for s in SETS[:1]])
+def test_encode_images_is_frozen(fixture_set):
+  model, params, _, _ = _encoder(fixture_set)
+  images = jnp.full((1, model.img_size, model.img_size, 3), 0.5)
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(encode_images(model, p, images) ** 2)))(params)
   assert all(not np.any(g) for g in jax.tree.leaves(grads))

@@ -143,7 +143,7 @@ class PatchEmbed(nn.Module):
   def __call__(self, images: jax.Array) -> jax.Array:
     p = self.patch_size
     x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-                kernel_init=nn.initializers.lecun_normal(), name="proj")(images)
+                kernel_init=_init, name="proj")(images)
     b, gh, gw, d = x.shape
     return x.reshape(b, gh * gw, d)
 
