@@ -1,0 +1,1 @@
+"""Training configs: variants built from configs/common.py."""

@@ -1,0 +1,24 @@
+"""Model configs ({"name", "args"} as in TRELLIS checkpoints) used by the training variants."""
+
+# The toy stage-1 teacher: 16^3 occupancy folded to an 8 x 8^3 latent, patch 2 -> 64 tokens, width
+# 128, 4 blocks (~1.5 M params). A feasibility study on the 2-core CPU found that patch 4 did not
+# learn and 16^3 tokens (R = 32) trained at ~3 s/step; this size trains at a few steps/s.
+SS_TOY = {"name": "SparseStructureFlowModel", "args": dict(
+    resolution=8, in_channels=8, out_channels=8, model_channels=128, cond_channels=64, num_blocks=4,
+    num_heads=4, mlp_ratio=4, patch_size=2, pe_mode="ape", qk_rms_norm=True, use_fp16=False)}
+
+# The toy stage-2 teacher: 8-channel features on the occupied voxels of a 16^3 grid (~200 a shape),
+# one 2x down-sampling stage (width 32) around a width-64 transformer of 4 blocks.
+SLAT_TOY = {"name": "SLatFlowModel", "args": dict(
+    resolution=16, in_channels=8, out_channels=8, model_channels=64, cond_channels=64, num_blocks=4,
+    num_heads=4, mlp_ratio=4, patch_size=2, num_io_res_blocks=1, io_block_channels=(32,), pe_mode="ape",
+    qk_rms_norm=True, use_skip_connection=True, use_fp16=False)}
+
+# TRELLIS-image-large (the published MDT-dist students start from these).
+SS_FLOW_L = {"name": "SparseStructureFlowModel", "args": dict(
+    resolution=16, in_channels=8, out_channels=8, model_channels=1024, cond_channels=1024, num_blocks=24,
+    num_heads=16, mlp_ratio=4, patch_size=1, pe_mode="ape", qk_rms_norm=True, use_fp16=True)}
+SLAT_FLOW_L = {"name": "ElasticSLatFlowModel", "args": dict(
+    resolution=64, in_channels=8, out_channels=8, model_channels=1024, cond_channels=1024, num_blocks=24,
+    num_heads=16, mlp_ratio=4, patch_size=2, num_io_res_blocks=2, io_block_channels=(128,), pe_mode="ape",
+    qk_rms_norm=True, use_fp16=True)}

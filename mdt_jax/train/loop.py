@@ -1,0 +1,146 @@
+"""The training loop, top to bottom: mesh, models, state (fresh or resumed), compiled step, loop.
+
+Flow matching (a teacher) and distillation (a student started from the teacher) are the same
+loop; ``config.objective`` picks the loss. Re-running in the same workdir resumes from the newest
+readable checkpoint (state, EMA, optimizer and clipper, rng, data position); a finished run exits.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from absl import logging
+
+from conversion import trellis
+from mdt_jax.train import checkpoints, models, partitioning
+from mdt_jax.train.inputs import TrainInputs
+from mdt_jax.train.optimizer import make_optimizer
+from mdt_jax.train.snapshots import Snapshots
+from mdt_jax.train.state import init_state
+from mdt_jax.train.step import make_train_step
+
+
+def _metrics_line(metrics: dict) -> str:
+  scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+  line = " ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()))
+  if "t_bin_loss" in metrics:
+    line += " t_bins=[" + " ".join(f"{v:.3g}" for v in np.asarray(metrics["t_bin_loss"])) + "]"
+  return line
+
+
+def _writer(workdir: Path):
+  """TensorBoard event files (tensorboardX: a small, maintained writer that needs no TensorFlow)."""
+  if jax.process_index() != 0:
+    return None
+  from tensorboardX import SummaryWriter
+  return SummaryWriter(str(workdir / "tensorboard"))
+
+
+def _export(workdir: Path, model, state, config):
+  """The student (raw and each EMA) as TRELLIS-format checkpoints PyTorch users can load."""
+  if jax.process_index() != 0:
+    return
+  export = workdir / "export"
+  trellis.save_checkpoint(export / "student", model, jax.device_get(state.params))
+  for rate, ema in zip(config.ema_rates, state.ema):
+    trellis.save_checkpoint(export / f"student_ema{rate}", model, jax.device_get(ema))
+  logging.info("exported the student to %s (TRELLIS format)", export)
+
+
+def train(config, workdir: str | Path):
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+  mngr = checkpoints.manager(workdir, config)
+  if (mngr.latest_step() or 0) >= config.total_steps:
+    print(f"training already finished: step {mngr.latest_step()} of {config.total_steps} in {workdir}")
+    return None
+
+  # Mesh and models.
+  mesh = partitioning.make_mesh(config.mesh)
+  student, params, teacher, teacher_params = models.student_and_teacher(config)
+  optimizer = make_optimizer(config, params)
+  logging.info("mesh %s; student %s with %s params", dict(mesh.shape), type(student).__name__,
+               f"{sum(p.size for p in jax.tree.leaves(params)):,}")
+
+  # State: abstract shapes -> shardings -> resume or initialise.
+  abstract = jax.eval_shape(lambda p: init_state(p, optimizer, config.ema_rates, config.seed), params)
+  state_shardings = partitioning.tree_shardings(abstract, mesh)
+  inputs = TrainInputs(config, workdir, mesh)
+  restored = checkpoints.restore_latest(mngr, jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shardings))
+  if restored is not None:
+    state, data_state = restored
+    inputs.set_state(data_state)
+    logging.info("resumed from step %d in %s", int(state.step), mngr.directory)
+  else:
+    params = jax.device_put(params, partitioning.tree_shardings(params, mesh))
+    state = jax.jit(lambda p: init_state(p, optimizer, config.ema_rates, config.seed),
+                    out_shardings=state_shardings)(params)
+  del params
+  start = int(state.step)
+
+  # The compiled step: the teacher is sharded like the student, passed in, never differentiated.
+  teacher_params = {} if teacher_params is None else teacher_params
+  teacher_shardings = partitioning.tree_shardings(teacher_params, mesh)
+  teacher_params = jax.device_put(teacher_params, teacher_shardings)
+  apply = lambda model: (lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+  step_fn = make_train_step(config, optimizer, student_apply=apply(student),
+                            teacher_apply=apply(teacher) if teacher is not None else None,
+                            sparse=config.stage == "slat")
+  train_step = jax.jit(step_fn, in_shardings=(state_shardings, teacher_shardings, None),
+                       out_shardings=(state_shardings, None), donate_argnums=(0,))
+  snapshots = Snapshots(config, workdir, student) if jax.process_index() == 0 else None
+  writer = _writer(workdir)
+  progress = None
+  if sys.stderr.isatty() and jax.process_index() == 0:
+    from tqdm import tqdm
+    progress = tqdm(total=config.total_steps, initial=start, unit="step")
+
+  # The loop.
+  examples_per_step = inputs.layout.global_batch * config.batch_split
+  window_start, window_steps, skipped = time.perf_counter(), 0, int(state.skipped)
+  for step in range(start + 1, config.total_steps + 1):
+    state, metrics = train_step(state, teacher_params, next(inputs))
+    window_steps += 1
+    if progress is not None:
+      progress.update(1)
+    last = step == config.total_steps
+    if step % config.log_every == 0 or last:
+      metrics = jax.device_get(metrics)
+      elapsed = time.perf_counter() - window_start
+      rate = window_steps / elapsed
+      logging.info("step %d/%d: %.2f steps/s, %.1f examples/s, ETA %.0f s | %s", step, config.total_steps, rate,
+                   rate * examples_per_step, (config.total_steps - step) / rate, _metrics_line(metrics))
+      if int(metrics["skipped"]) > skipped:
+        logging.warning("%d step(s) with a non-finite loss or gradient were skipped so far",
+                        int(metrics["skipped"]))
+        skipped = int(metrics["skipped"])
+      if jax.process_index() == 0:
+        with open(workdir / "metrics.jsonl", "a") as f:
+          f.write(json.dumps({"step": step, **{k: np.asarray(v).tolist() for k, v in metrics.items()}}) + "\n")
+      if writer is not None:
+        for k, v in metrics.items():
+          if np.ndim(v) == 0:
+            writer.add_scalar(k, float(v), step)
+          else:
+            for i, x in enumerate(np.asarray(v)):
+              writer.add_scalar(f"{k}/{i}", float(x), step)
+        writer.add_scalar("steps_per_second", rate, step)
+        writer.flush()
+      window_start, window_steps = time.perf_counter(), 0
+    if step % config.checkpoint_every == 0 or last:
+      checkpoints.save(mngr, step, state, inputs.get_state())
+    if snapshots is not None and ((config.snapshot_every and step % config.snapshot_every == 0) or last):
+      snapshots(state.ema[0] if state.ema else state.params, step)
+  mngr.wait_until_finished()
+  if progress is not None:
+    progress.close()
+  _export(workdir, student, state, config)
+  (workdir / "done.json").write_text(json.dumps({"step": int(state.step), "skipped": int(state.skipped)}))
+  return state

@@ -1,0 +1,55 @@
+"""Student and teacher networks for a training run, from TRELLIS or orbax checkpoints or fresh."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from conversion import flax_io, trellis
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(config):
+  if config.compute_dtype not in DTYPES:
+    raise ValueError(f"config.compute_dtype must be one of {sorted(DTYPES)} (float16 training would need "
+                     f"dynamic loss scaling, which is not offered), got {config.compute_dtype!r}")
+  return DTYPES[config.compute_dtype]
+
+
+def load_any(path: str, *, dtype):
+  """(model, params) from a TRELLIS stem (``path.json`` + ``.safetensors``) or our orbax directory."""
+  p = Path(path)
+  if Path(f"{path}.json").is_file():
+    return trellis.load_checkpoint(path, dtype=dtype)
+  if p.is_dir():
+    return flax_io.load_flax_checkpoint(p, dtype=dtype)
+  raise FileNotFoundError(f"checkpoint not found: {path} (neither {path}.json + .safetensors nor an orbax "
+                          f"directory)")
+
+
+def student_and_teacher(config):
+  """-> (student_model, student_params, teacher_model or None, teacher_params or None).
+
+  Flow matching (``objective="fm"``) has no teacher. The student starts from the teacher
+  (``student_init="teacher"``), from a checkpoint path, or fresh from ``config.model`` ("").
+  """
+  dtype = compute_dtype(config)
+  teacher, teacher_params = None, None
+  if config.objective != "fm":
+    if not config.teacher_checkpoint:
+      raise ValueError("config.teacher_checkpoint: distillation needs a teacher checkpoint")
+    teacher, teacher_params = load_any(config.teacher_checkpoint, dtype=dtype)
+  if config.student_init == "teacher":
+    if teacher is None:
+      raise ValueError("config.student_init='teacher' needs a teacher (objective != 'fm')")
+    return teacher, jax.tree.map(jnp.copy, teacher_params), teacher, teacher_params
+  if config.student_init:
+    student, params = load_any(config.student_init, dtype=dtype)
+    return student, params, teacher, teacher_params
+  if not config.model.name:
+    raise ValueError("config.model: a fresh student (student_init='') needs config.model.name and args")
+  student = trellis.build_model(config.model.to_dict(), dtype=dtype)
+  params = jax.jit(lambda key: trellis.init_params(student, key))(jax.random.PRNGKey(config.seed))
+  return student, params, teacher, teacher_params

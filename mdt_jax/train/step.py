@@ -1,0 +1,79 @@
+"""One optimisation step: gradient accumulation over micro-batches, skip-if-non-finite, EMA."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mdt_jax.distill import objective
+from mdt_jax.sparse import SparseTensor
+from mdt_jax.train.optimizer import ema_update, trainable_mask
+from mdt_jax.train.state import TrainState
+
+
+def per_device_objective(params, teacher_params, batch, rng, *, instances_per_device, **kwargs):
+  """The objective on a sparse batch laid out per device (CONTRACTS.md section 4).
+
+  batch["x0"]: {coords [D, cap, 4], feats [D, cap, C], mask [D, cap]}; batch["cond"] [D*n, L, C].
+  Each device's share is its own SparseTensor; the loss is the mean of the per-device losses (as
+  data-parallel training averages each rank's mean), the metrics likewise.
+  """
+  x0 = batch["x0"]
+  devices = x0["coords"].shape[0]
+  cond = batch["cond"].reshape(devices, instances_per_device, *batch["cond"].shape[1:])
+
+  def one(coords, feats, mask, cond_d, key):
+    tensor = SparseTensor(coords=coords, feats=feats, mask=mask, batch_size=instances_per_device)
+    return objective(params, teacher_params, {"x0": tensor, "cond": cond_d}, key, **kwargs)
+
+  losses, metrics = jax.vmap(one)(x0["coords"], x0["feats"], x0["mask"], cond, jax.random.split(rng, devices))
+  metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+  return jnp.mean(losses), metrics
+
+
+def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: bool):
+  """-> ``train_step(state, teacher_params, micro_batches) -> (state, metrics)``.
+
+  micro_batches: the step's batch as ``config.batch_split`` micro-batches stacked on a leading axis.
+  Gradients are taken w.r.t. the student only and averaged over the micro-batches; a step whose
+  loss or gradient norm is not finite is not applied (params, optimizer and EMA unchanged) and is
+  counted in ``state.skipped``.
+  """
+  kwargs = dict(student_apply=student_apply, teacher_apply=teacher_apply, config=config)
+  if sparse:
+    loss_fn = functools.partial(per_device_objective, instances_per_device=config.batch_size_per_device, **kwargs)
+  else:
+    loss_fn = functools.partial(objective, **kwargs)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  ema_rates = tuple(config.ema_rates)
+
+  def train_step(state: TrainState, teacher_params, micro_batches):
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def accumulate(grads_sum, inputs):
+      index, micro = inputs
+      (_, metrics), grads = grad_fn(state.params, teacher_params, micro, jax.random.fold_in(rng, index))
+      return jax.tree.map(jnp.add, grads_sum, grads), metrics
+
+    splits = jax.tree.leaves(micro_batches)[0].shape[0]
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    grads, metrics = jax.lax.scan(accumulate, zeros, (jnp.arange(splits), micro_batches))
+    # Frozen buffers (pos_emb) get no gradient: neither applied nor part of the norm.
+    grads = jax.tree.map(lambda g, m: g / splits if m else jnp.zeros_like(g), grads, trainable_mask(grads))
+    metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = tuple(ema_update(e, params, r) for e, r in zip(state.ema, ema_rates))
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = state.replace(step=state.step + 1, params=keep(params, state.params), ema=keep(ema, state.ema),
+                              opt_state=keep(opt_state, state.opt_state),
+                              skipped=state.skipped + (~finite).astype(jnp.int32))
+    metrics = {**metrics, "grad_norm": grad_norm, "skipped": new_state.skipped}
+    return new_state, metrics
+
+  return train_step
