@@ -4,12 +4,16 @@
 large. ``ss_toy`` / ``slat_toy``: the toy benchmark on a 2-core CPU, starting from the shipped toy
 teachers; their values are tuned for the toy, each with why.
 """
+from pathlib import Path
+
 import ml_collections
 
 from configs import common, models
 
+_REPO = Path(__file__).resolve().parents[1]
+
 VARIANTS = ("ss_toy", "slat_toy", "ss_flow_L", "slat_flow_L")
-TOY_TEACHERS = {"ss_toy": "teachers/ss_toy", "slat_toy": "teachers/slat_toy"}
+TOY_TEACHERS = {"ss_toy": str(_REPO / "teachers/ss_toy"), "slat_toy": str(_REPO / "teachers/slat_toy")}
 
 
 def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
@@ -32,6 +36,8 @@ def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
     config.compute_dtype = "bfloat16"
     config.data.dataset = "trellis"
     config.data.condition = "image"   # views encoded by the frozen DINOv2 inside the step.
+    config.dinov2_checkpoint = "ckpts/dinov2_vitl14_reg4_pretrain.pth"  # facebookresearch/dinov2's file.
+    config.data.min_aesthetic_score = 4.5  # TRELLIS's released training configs.
     config.data.latent_model = "ss_enc_conv3d_16l8_fp16" if config.stage == "ss" else "dinov2_vitl14_reg_slat_enc_swin8_B_64l8_fp16"
     config.total_steps = 20000
     config.log_every = 100
