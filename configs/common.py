@@ -15,6 +15,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.args = ml_collections.ConfigDict()
   config.teacher_checkpoint = ""      # TRELLIS stem or our orbax dir; distillation only.
   config.student_init = "teacher"     # "teacher", a checkpoint path, or "" (fresh init from config.model).
+  config.dinov2_checkpoint = ""       # frozen image encoder (data.condition="image"): .safetensors or .pth.
+  config.dinov2_config = "dinov2_vitl14_reg"  # its preset name, or a json holding constructor_args.
   config.compute_dtype = "float32"    # trunk compute dtype: float32 | bfloat16 (params stay float32).
 
   config.lr = 1e-4
@@ -30,12 +32,14 @@ def base_config() -> ml_collections.ConfigDict:
       dataset="toy",                  # "toy" (built locally, no download) or "trellis".
       data_dir="",                    # TFDS data dir; "" -> <workdir>/tfds.
       toy_config="r16",               # toy builder config (resolution).
+      toy_num_train=0,                # 0: the toy config's train split; n: a smaller one of n shapes (quick runs).
       root="",                        # TRELLIS-layout dataset root (dataset="trellis").
       latent_model="",                # TRELLIS latent model folder name.
-      condition="image",              # trellis: image | tokens | text.
+      condition="image",              # trellis: image (views encoded in the step) | tokens (precomputed).
       token_dir="",                   # precomputed DINOv2 tokens (condition="tokens").
       max_num_voxels=32768,           # per-instance filter (SLat), as TRELLIS's dataset.
-      min_aesthetic_score=0.0,
+      min_aesthetic_score=ml_collections.config_dict.placeholder(float),  # None: no aesthetic filter.
+      on_bad_data="raise",            # trellis build: "raise" (name the file) or "skip" (and count).
       num_threads=2))
 
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1: all remaining devices.

@@ -3,7 +3,12 @@
 Each step takes ``config.batch_split`` micro-batches, stacked on a leading axis; every micro-batch
 holds ``batch_size_per_device`` instances per batch shard (a (data, fsdp) mesh position). Dense
 latents are ``x0 [B, ...]``; sparse ones a per-shard layout ``{coords, feats, mask} [D, cap, ...]``
-(CONTRACTS.md section 4). The iterator's position is part of the training checkpoint.
+(CONTRACTS.md section 4). The condition is ``cond [B, L, C]`` (toy tokens, or precomputed DINOv2
+tokens, float16) or ``cond_image [B, 518, 518, 3]`` (views the step encodes with the frozen DINOv2).
+The iterator's position is part of the training checkpoint.
+
+Datasets (``config.data.dataset``): ``toy`` (built locally on first use) or ``trellis`` (a TRELLIS
+dataset root, built once into TFDS with its filters and the SLat normalisation; trellis_builder).
 """
 from __future__ import annotations
 
@@ -11,12 +16,14 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mdt_jax.data import pipeline, sparse_batch, toy_builder, toy_inputs
+from mdt_jax.data import pipeline, sparse_batch, toy_builder, toy_inputs, trellis_builder, trellis_inputs
 from mdt_jax.train.partitioning import BATCH_AXES
 
 MODEL_KEYS = ("x0", "cond", "cond_image")  # what the step consumes; ids and strings stay on the host
+TRAIN_CONDITIONS = ("image", "tokens")     # text needs a text encoder, which mdt_jax does not ship
 
 
 def host_layout(config, mesh: Mesh) -> pipeline.HostLayout:
@@ -28,28 +35,73 @@ def host_layout(config, mesh: Mesh) -> pipeline.HostLayout:
                              process_index=jax.process_index(), process_count=jax.process_count())
 
 
-def toy_dataset(config, workdir: str | Path, split: str = "train"):
-  """(builder, data source) of the toy dataset, built on first use (no download)."""
-  data_dir = config.data.data_dir or str(Path(workdir) / "tfds")
-  builder = toy_builder.ToyShapes(config=config.data.toy_config, data_dir=data_dir)
-  builder.download_and_prepare(file_format="array_record")
-  return builder, builder.as_data_source()[split]
+def _data_dir(config, workdir) -> str:
+  return config.data.data_dir or str(Path(workdir) / "tfds")
+
+
+def toy_dataset_builder(config, workdir) -> toy_builder.ToyShapes:
+  """The toy builder of ``config.data.toy_config``, or a smaller train split when ``toy_num_train``."""
+  data = config.data
+  toy_config = data.toy_config
+  if data.toy_num_train:
+    base = next(c for c in toy_builder.ToyShapes.BUILDER_CONFIGS if c.name == data.toy_config)
+    toy_config = toy_builder.ToyShapesConfig(name=f"{base.name}_n{data.toy_num_train}", resolution=base.resolution,
+                                             num_train=data.toy_num_train, seed=base.seed)
+  return toy_builder.ToyShapes(config=toy_config, data_dir=_data_dir(config, workdir))
+
+
+def trellis_dataset_builder(config, workdir) -> trellis_builder.TrellisLatents:
+  """TrellisLatents of ``config.data.root`` for ``config.stage`` with the config's filters."""
+  data = config.data
+  if not data.root or not data.latent_model:
+    raise ValueError("config.data.dataset='trellis' needs config.data.root (a TRELLIS dataset root) and "
+                     "config.data.latent_model (its latents' folder name)")
+  options = dict(min_aesthetic_score=data.min_aesthetic_score, on_bad_data=data.on_bad_data,
+                 require_cond_views=True)
+  if config.stage == "slat":
+    options["max_num_voxels"] = data.max_num_voxels
+  builder_config = trellis_builder.trellis_config(data.root, config.stage, data.latent_model, **options)
+  return trellis_builder.TrellisLatents(config=builder_config, data_dir=_data_dir(config, workdir))
+
+
+def prepare(builder):
+  """Builds the dataset once: process 0 first while the others wait, then each of the others (a no-op
+  on a shared filesystem; a local build where each host has its own data_dir)."""
+  if jax.process_index() == 0:
+    builder.download_and_prepare(file_format="array_record")
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"prepared {builder.name}/{builder.builder_config.name}")
+    builder.download_and_prepare(file_format="array_record")
+  return builder
+
+
+def _decoder(config):
+  """decode(record, rng) -> example for the pipeline."""
+  data = config.data
+  if data.dataset == "toy":
+    return toy_inputs.ToyInputs(stage=config.stage)
+  if data.condition not in TRAIN_CONDITIONS:
+    raise ValueError(f"config.data.condition must be one of {TRAIN_CONDITIONS} for training, got "
+                     f"{data.condition!r}")
+  return trellis_inputs.TrellisInputs(root=data.root, condition=data.condition, token_dir=data.token_dir or None)
 
 
 class TrainInputs:
   """Resumable iterator of global micro-batch stacks: ``next(inputs) -> {key: jax.Array [k, ...]}``."""
 
   def __init__(self, config, workdir, mesh: Mesh):
-    if config.data.dataset != "toy":
-      raise NotImplementedError(f"config.data.dataset={config.data.dataset!r}: the training loop reads the toy "
-                                f"dataset; TRELLIS-layout builders exist in mdt_jax.data but are not wired yet")
-    builder, source = toy_dataset(config, workdir)
+    if config.data.dataset == "toy":
+      self.builder = prepare(toy_dataset_builder(config, workdir))
+    elif config.data.dataset == "trellis":
+      self.builder = prepare(trellis_dataset_builder(config, workdir))
+    else:
+      raise ValueError(f"config.data.dataset must be 'toy' or 'trellis', got {config.data.dataset!r}")
+    source = self.builder.as_data_source()["train"]
     self.layout = host_layout(config, mesh)
     self.sparse = config.stage == "slat"
-    decode = toy_inputs.ToyInputs(stage=config.stage)
-    collate = (pipeline.SparseCollate(sparse_batch.voxel_counts(builder, "train"), self.layout)
+    collate = (pipeline.SparseCollate(sparse_batch.voxel_counts(self.builder, "train"), self.layout)
                if self.sparse else pipeline.dense_collate)
-    self.iterator = pipeline.batch_iterator(source, decode, self.layout, seed=config.seed, collate=collate,
+    self.iterator = pipeline.batch_iterator(source, _decoder(config), self.layout, seed=config.seed, collate=collate,
                                             num_threads=config.data.num_threads)
     self.splits = config.batch_split
     self.mesh = mesh

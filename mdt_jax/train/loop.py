@@ -2,10 +2,13 @@
 
 Flow matching (a teacher) and distillation (a student started from the teacher) are the same
 loop; ``config.objective`` picks the loss. Re-running in the same workdir resumes from the newest
-readable checkpoint (state, EMA, optimizer and clipper, rng, data position); a finished run exits.
+readable checkpoint (state, EMA, optimizer and clipper, rng, data position); a finished run (its
+``done.json`` says so) exits. Multi-host: every process runs this same function on its own share of
+the data; only process 0 writes metrics, TensorBoard, snapshots and exports.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -15,7 +18,10 @@ import jax
 import numpy as np
 from absl import logging
 
+from jax.experimental import multihost_utils
+
 from conversion import trellis
+from mdt_jax import encoders
 from mdt_jax.train import checkpoints, models, partitioning
 from mdt_jax.train.inputs import TrainInputs
 from mdt_jax.train.optimizer import make_optimizer
@@ -40,15 +46,26 @@ def _writer(workdir: Path):
   return SummaryWriter(str(workdir / "tensorboard"))
 
 
+def _on_host(tree):
+  """A (possibly cross-host sharded) pytree as numpy on every host; all processes must call it."""
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def _export(workdir: Path, model, state, config):
   """The student (raw and each EMA) as TRELLIS-format checkpoints PyTorch users can load."""
+  params, emas = _on_host((state.params, state.ema))
   if jax.process_index() != 0:
     return
   export = workdir / "export"
-  trellis.save_checkpoint(export / "student", model, jax.device_get(state.params))
-  for rate, ema in zip(config.ema_rates, state.ema):
-    trellis.save_checkpoint(export / f"student_ema{rate}", model, jax.device_get(ema))
+  trellis.save_checkpoint(export / "student", model, params)
+  for rate, ema in zip(config.ema_rates, emas):
+    trellis.save_checkpoint(export / f"student_ema{rate}", model, ema)
   logging.info("exported the student to %s (TRELLIS format)", export)
+
+
+def _finished(workdir: Path, config) -> bool:
+  done = workdir / "done.json"
+  return done.exists() and json.loads(done.read_text())["step"] >= config.total_steps
 
 
 def train(config, workdir: str | Path):
@@ -56,14 +73,15 @@ def train(config, workdir: str | Path):
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
-  mngr = checkpoints.manager(workdir, config)
-  if (mngr.latest_step() or 0) >= config.total_steps:
-    print(f"training already finished: step {mngr.latest_step()} of {config.total_steps} in {workdir}")
+  if _finished(workdir, config):
+    print(f"training already finished: {config.total_steps} steps in {workdir} (see done.json)")
     return None
+  mngr = checkpoints.manager(workdir, config)
 
   # Mesh and models.
   mesh = partitioning.make_mesh(config.mesh)
   student, params, teacher, teacher_params = models.student_and_teacher(config)
+  encoder, encoder_params = models.image_encoder(config, student)
   optimizer = make_optimizer(config, params)
   logging.info("mesh %s; student %s with %s params", dict(mesh.shape), type(student).__name__,
                f"{sum(p.size for p in jax.tree.leaves(params)):,}")
@@ -85,17 +103,22 @@ def train(config, workdir: str | Path):
   del params
   start = int(state.step)
 
-  # The compiled step: the teacher is sharded like the student, passed in, never differentiated.
-  teacher_params = {} if teacher_params is None else teacher_params
-  teacher_shardings = partitioning.tree_shardings(teacher_params, mesh)
-  teacher_params = jax.device_put(teacher_params, teacher_shardings)
+  # The compiled step: the frozen networks (teacher, image encoder) are sharded like the student,
+  # passed in as arguments (never baked in as constants) and never differentiated.
+  frozen = {"teacher": teacher_params or {}, "image_encoder": encoder_params or {}}
+  frozen_shardings = partitioning.tree_shardings(frozen, mesh)
+  frozen = jax.device_put(frozen, frozen_shardings)
   apply = lambda model: (lambda p, x, t, c: model.apply({"params": p}, x, t, c))
   step_fn = make_train_step(config, optimizer, student_apply=apply(student),
                             teacher_apply=apply(teacher) if teacher is not None else None,
-                            sparse=config.stage == "slat")
-  train_step = jax.jit(step_fn, in_shardings=(state_shardings, teacher_shardings, None),
-                       out_shardings=(state_shardings, None), donate_argnums=(0,))
-  snapshots = Snapshots(config, workdir, student) if jax.process_index() == 0 else None
+                            sparse=config.stage == "slat",
+                            encode_image=functools.partial(encoders.encode_images, encoder) if encoder else None)
+  train_step = jax.jit(step_fn, in_shardings=(state_shardings, frozen_shardings, None),
+                       out_shardings=(state_shardings, partitioning.replicated(mesh)), donate_argnums=(0,))
+  toy = config.data.dataset == "toy"
+  snapshots = Snapshots(config, workdir, student) if toy and jax.process_index() == 0 else None
+  if not toy:
+    logging.info("sample snapshots are for the toy dataset; sample an export with launch/sample.py instead")
   writer = _writer(workdir)
   progress = None
   if sys.stderr.isatty() and jax.process_index() == 0:
@@ -106,7 +129,7 @@ def train(config, workdir: str | Path):
   examples_per_step = inputs.layout.global_batch * config.batch_split
   window_start, window_steps, skipped = time.perf_counter(), 0, int(state.skipped)
   for step in range(start + 1, config.total_steps + 1):
-    state, metrics = train_step(state, teacher_params, next(inputs))
+    state, metrics = train_step(state, frozen, next(inputs))
     window_steps += 1
     if progress is not None:
       progress.update(1)
@@ -136,11 +159,14 @@ def train(config, workdir: str | Path):
       window_start, window_steps = time.perf_counter(), 0
     if step % config.checkpoint_every == 0 or last:
       checkpoints.save(mngr, step, state, inputs.get_state())
-    if snapshots is not None and ((config.snapshot_every and step % config.snapshot_every == 0) or last):
-      snapshots(state.ema[0] if state.ema else state.params, step)
+    if toy and ((config.snapshot_every and step % config.snapshot_every == 0) or last):
+      params = _on_host(state.ema[0] if state.ema else state.params)  # every process takes part
+      if snapshots is not None:
+        snapshots(params, step)
   mngr.wait_until_finished()
   if progress is not None:
     progress.close()
   _export(workdir, student, state, config)
-  (workdir / "done.json").write_text(json.dumps({"step": int(state.step), "skipped": int(state.skipped)}))
+  if jax.process_index() == 0:
+    (workdir / "done.json").write_text(json.dumps({"step": int(state.step), "skipped": int(state.skipped)}))
   return state

@@ -53,3 +53,24 @@ def student_and_teacher(config):
   student = trellis.build_model(config.model.to_dict(), dtype=dtype)
   params = jax.jit(lambda key: trellis.init_params(student, key))(jax.random.PRNGKey(config.seed))
   return student, params, teacher, teacher_params
+
+
+def image_encoder(config, student):
+  """-> (DINOv2 model, its float32 params) when the run encodes condition images, else (None, None).
+
+  ``config.dinov2_checkpoint`` (``.safetensors`` or ``.pth``) and ``config.dinov2_config`` (a preset
+  name or a json with ``constructor_args``) are read by ``conversion.dinov2.load_checkpoint``. The
+  encoder computes in float32 whatever ``compute_dtype`` is, as TRELLIS runs it; its width must be the
+  student's ``cond_channels``.
+  """
+  if config.data.dataset != "trellis" or config.data.condition != "image":
+    return None, None
+  if not config.dinov2_checkpoint:
+    raise ValueError("config.data.condition='image' needs config.dinov2_checkpoint (DINOv2 weights, "
+                     ".safetensors or .pth)")
+  from conversion import dinov2  # only image-conditioned runs need it
+  model, params = dinov2.load_checkpoint(config.dinov2_checkpoint, config.dinov2_config or None)
+  if model.embed_dim != student.cond_channels:
+    raise ValueError(f"the DINOv2 of {config.dinov2_checkpoint} is {model.embed_dim} wide but the student's "
+                     f"cond_channels is {student.cond_channels}")
+  return model, params

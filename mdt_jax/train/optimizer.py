@@ -21,9 +21,10 @@ class AdaptiveClipState(NamedTuple):
 
 
 def adaptive_clip(max_norm: float, percentile: float, buffer_size: int) -> optax.GradientTransformation:
-  """Clips the global grad norm at min(max_norm, the ``percentile`` of the last ``buffer_size``
-  finite grad norms) (TRELLIS's AdaptiveGradClipper); at max_norm while the buffer is empty.
-  A non-finite norm leaves the buffer unchanged."""
+  """Clips the global grad norm at ``max_norm`` until ``buffer_size`` finite grad norms have been seen,
+  then at min(max_norm, their ``percentile``), the percentile of the last ``buffer_size`` finite
+  norms (linear interpolation), as TRELLIS's AdaptiveGradClipper does. The norm recorded is the
+  one before clipping; a non-finite norm leaves the buffer unchanged."""
 
   def init(params):
     del params
@@ -32,9 +33,9 @@ def adaptive_clip(max_norm: float, percentile: float, buffer_size: int) -> optax
   def update(grads, state, params=None):
     del params
     norm = optax.global_norm(grads)
-    history = jnp.nanpercentile(state.norms, percentile)
-    limit = jnp.where(jnp.isnan(history), max_norm, jnp.minimum(max_norm, history))
-    scale = jnp.minimum(1.0, limit / jnp.maximum(norm, 1e-12))
+    full = ~jnp.any(jnp.isnan(state.norms))
+    limit = jnp.where(full, jnp.minimum(max_norm, jnp.percentile(state.norms, percentile)), max_norm)
+    scale = jnp.minimum(1.0, limit / (norm + 1e-6))  # torch's clip_grad_norm_, as TRELLIS calls it
     grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
     finite = jnp.isfinite(norm)
     state = AdaptiveClipState(

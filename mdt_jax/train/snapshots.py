@@ -14,15 +14,15 @@ from mdt_jax import flow
 from mdt_jax.data import fold, toy_inputs
 from mdt_jax.generation.export import render_views
 from mdt_jax.sparse import SparseTensor
-from mdt_jax.train.inputs import toy_dataset
+from mdt_jax.train.inputs import toy_dataset_builder
 
 
 class Snapshots:
-  """Fixed conditions and noises, one compiled sampler per step count."""
+  """Fixed conditions and noises, one compiled sampler per step count (toy dataset, prepared)."""
 
   def __init__(self, config, workdir, model):
     self.config, self.dir = config, Path(workdir) / "snapshots"
-    _, source = toy_dataset(config, workdir, split="test")
+    source = toy_dataset_builder(config, workdir).as_data_source()["test"]
     count = min(config.snapshot_count, len(source))
     records = [source[i] for i in range(count)]
     decode = toy_inputs.ToyInputs(stage=config.stage)

@@ -33,13 +33,25 @@ def per_device_objective(params, teacher_params, batch, rng, *, instances_per_de
   return jnp.mean(losses), metrics
 
 
-def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: bool):
-  """-> ``train_step(state, teacher_params, micro_batches) -> (state, metrics)``.
+def with_condition(batch: dict, encoder_params, encode_image) -> dict:
+  """The model's condition ``cond [B, L, C]`` float32: precomputed tokens (any float dtype) as they are,
+  or ``cond_image [B, H, W, 3]`` encoded by the frozen image encoder (no gradient flows into it)."""
+  batch = dict(batch)
+  if "cond_image" in batch:
+    batch["cond"] = encode_image(encoder_params, batch.pop("cond_image"))
+  batch["cond"] = batch["cond"].astype(jnp.float32)
+  return batch
 
+
+def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: bool, encode_image=None):
+  """-> ``train_step(state, frozen, micro_batches) -> (state, metrics)``.
+
+  frozen: ``{"teacher": params or {}, "image_encoder": params or {}}``, never differentiated.
   micro_batches: the step's batch as ``config.batch_split`` micro-batches stacked on a leading axis.
-  Gradients are taken w.r.t. the student only and averaged over the micro-batches; a step whose
-  loss or gradient norm is not finite is not applied (params, optimizer and EMA unchanged) and is
-  counted in ``state.skipped``.
+  encode_image: ``(encoder_params, images [B, H, W, 3]) -> cond [B, L, C]``, for batches holding
+  ``cond_image``. Gradients are taken w.r.t. the student only and averaged over the micro-batches;
+  a step whose loss or gradient norm is not finite is not applied (params, optimizer and EMA
+  unchanged) and is counted in ``state.skipped``.
   """
   kwargs = dict(student_apply=student_apply, teacher_apply=teacher_apply, config=config)
   if sparse:
@@ -49,12 +61,13 @@ def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   ema_rates = tuple(config.ema_rates)
 
-  def train_step(state: TrainState, teacher_params, micro_batches):
+  def train_step(state: TrainState, frozen, micro_batches):
     rng = jax.random.fold_in(state.rng, state.step)
 
     def accumulate(grads_sum, inputs):
       index, micro = inputs
-      (_, metrics), grads = grad_fn(state.params, teacher_params, micro, jax.random.fold_in(rng, index))
+      micro = with_condition(micro, frozen["image_encoder"], encode_image)
+      (_, metrics), grads = grad_fn(state.params, frozen["teacher"], micro, jax.random.fold_in(rng, index))
       return jax.tree.map(jnp.add, grads_sum, grads), metrics
 
     splits = jax.tree.leaves(micro_batches)[0].shape[0]
