@@ -87,34 +87,38 @@ def ss_forward():
 
 
 def sampling():
-  """Stage-1 generation with the tiny fixture checkpoints (batch 1, float32): the SS-flow Euler sampler
-  at 1, 2 and 25 steps without and with CFG (w = 3 on every step, rescale_t 3, one batched forward of
-  2 per step), then the SS decoder; and the 25-step-CFG / 1-step ratio. One jitted sampler with the
-  params as an argument (one compilation per setting)."""
-  from mdt_jax.flow import jit_sample
+  """Two-stage generation with the tiny fixture checkpoints (batch 1, float32), per stage: the SS-flow
+  sampler, the SS decoder, the SLat-flow sampler on the decoded voxels, each sampler at 1, 2 and 25
+  steps without and with CFG (w = 3 on every step, rescale_t 3, one batched forward of 2 per step);
+  and the 25-step-CFG / 1-step ratios. Samplers are jitted with the params as an argument (one
+  compilation per setting); the timed calls are TwoStagePipeline's stage functions."""
+  from mdt_jax.generation import StageSampling, TwoStagePipeline
   fixtures = _REPO / "tests/fixtures/trellis"
-  model, params = trellis.load_checkpoint(fixtures / "ss_flow")
-  decoder, dec_params = trellis.load_checkpoint(fixtures / "ss_dec")
-  r = model.resolution
-  rng = np.random.default_rng(0)
-  noise = jnp.asarray(rng.standard_normal((1, r, r, r, model.in_channels), np.float32))
-  cond = jnp.asarray(rng.standard_normal((1, COND_TOKENS["tiny"], model.cond_channels), np.float32))
-  run = jit_sample(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+  pipe = TwoStagePipeline.from_checkpoints(fixtures / "ss_flow", fixtures / "ss_dec", fixtures / "slat_flow",
+                                           slat_mean=np.zeros(8), slat_std=np.ones(8))
+  cond = np.random.default_rng(0).standard_normal((1, COND_TOKENS["tiny"], pipe.ss_flow.cond_channels), np.float32)
+  key = jax.random.key(0)
+  coords = np.argwhere(pipe.structure(cond, key, StageSampling(1))[1]).astype(np.int32)
   medians = {}
   for steps in (1, 2, 25):
     for cfg in (0.0, 3.0):
-      first, medians[steps, cfg] = time_call(
-          lambda p, x, c: run(p, x, c, steps=steps, rescale_t=3.0, cfg_strength=cfg)[0], params, noise, cond)
-      print(f"sampling[ss_flow tiny, {steps} step(s), {'CFG w=3' if cfg else 'no CFG'}]: "
-            f"{medians[steps, cfg] * 1e3:.1f} ms ({medians[steps, cfg] / steps * 1e3:.2f} ms/step; "
-            f"first call incl. compile {first:.1f} s)")
-  decode = jax.jit(lambda p, z: decoder.apply({"params": p}, z))
-  z = run(params, noise, cond, steps=1, rescale_t=3.0)[0]
-  first, median = time_call(decode, dec_params, z)
-  print(f"sampling[ss_decoder tiny, {r}^3 -> {2 * r}^3]: {median * 1e3:.1f} ms "
-        f"(first call incl. compile {first:.1f} s)")
-  print(f"sampling: 25 steps with CFG / 1 step without = {medians[25, 3.0] / medians[1, 0.0]:.1f}x "
-        f"(25 steps without CFG / 1 step: {medians[25, 0.0] / medians[1, 0.0]:.1f}x)")
+      settings = StageSampling(steps, cfg, (0.0, 1.0), 3.0)
+      runs = []
+      for _ in range(1 + _REPEATS.value):  # the first run compiles
+        runs.append({})
+        pipe.structure(cond, key, settings, timings=runs[-1])
+        pipe.latents(coords, cond, key, settings, timings=runs[-1])
+      medians[steps, cfg] = {name: float(np.median([r[name] for r in runs[1:]])) for name in runs[0]}
+      stages = ", ".join(f"{name} {seconds * 1e3:.1f} ms (first {runs[0][name]:.1f} s)"
+                         for name, seconds in medians[steps, cfg].items())
+      print(f"sampling[tiny, {steps} step(s), {'CFG w=3' if cfg else 'no CFG'}]: {stages}; "
+            f"SS 8^3 -> 16^3, SLat on {len(coords)} voxels")
+  for name in ("ss_flow", "slat_flow"):
+    print(f"sampling[{name}]: 25 steps with CFG / 1 step without = "
+          f"{medians[25, 3.0][name] / medians[1, 0.0][name]:.1f}x (25 steps without CFG / 1 step: "
+          f"{medians[25, 0.0][name] / medians[1, 0.0][name]:.1f}x)")
+  total = {k: sum(v.values()) for k, v in medians.items()}
+  print(f"sampling[both stages]: 25 steps with CFG / 1 step without = {total[25, 3.0] / total[1, 0.0]:.1f}x")
 
 
 _GRID = np.stack(np.meshgrid(*[np.arange(64)] * 3, indexing="ij"), -1).reshape(-1, 3)  # row-major 64^3
