@@ -48,4 +48,4 @@ class SparseResBlock3d(nn.Module):
     h = LayerNorm32(1e-6, name="norm2")(h) * (1 + scale) + shift
     h = SparseConv3d(c, self.dtype, name="conv2")(nn.silu(h), neighbours)
     skip = x.feats if x.feats.shape[-1] == c else nn.Dense(c, dtype=self.dtype, name="skip_connection")(x.feats)
-    return x.replace_feats(jnp.where(x.mask[:, None], h + skip, 0).astype(x.feats.dtype))
+    return x.replace_feats(jnp.where(x.mask[:, None], h + skip, 0))

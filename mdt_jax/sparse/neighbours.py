@@ -25,12 +25,14 @@ def check_key_range(resolution: int, batch_size: int):
                      f"{resolution}^3 >= 2^31")
 
 
+def _pack(b: jax.Array, xyz: jax.Array, r: int) -> jax.Array:
+  return ((b * r + xyz[..., 0]) * r + xyz[..., 1]) * r + xyz[..., 2]
+
+
 def grid_keys(coords: jax.Array, mask: jax.Array, resolution: int, batch_size: int) -> jax.Array:
   """coords [cap, 4] int32 (b, x, y, z in [0, R)), mask [cap] -> keys [cap] int32 (sentinel on padding)."""
   check_key_range(resolution, batch_size)
-  r = resolution
-  key = ((coords[:, 0] * r + coords[:, 1]) * r + coords[:, 2]) * r + coords[:, 3]
-  return jnp.where(mask, key, batch_size * r ** 3)
+  return jnp.where(mask, _pack(coords[:, 0], coords[:, 1:], resolution), batch_size * resolution ** 3)
 
 
 def decode_keys(keys: jax.Array, resolution: int) -> jax.Array:
@@ -51,8 +53,7 @@ def neighbour_table(coords: jax.Array, mask: jax.Array, *, resolution: int, batc
   sorted_keys = keys[order]
   nbr = coords[:, None, 1:] + jnp.asarray(OFFSETS)[None]                    # [cap, 27, 3]
   inside = jnp.all((nbr >= 0) & (nbr < resolution), axis=-1) & mask[:, None]
-  query = grid_keys(jnp.concatenate([jnp.broadcast_to(coords[:, None, :1], nbr.shape[:2] + (1,)), nbr], -1
-                                    ).reshape(-1, 4), jnp.ones((cap * 27,), bool), resolution, batch_size)
+  query = _pack(coords[:, :1], nbr, resolution)                              # [cap, 27]
   pos = jnp.clip(jnp.searchsorted(sorted_keys, query), 0, cap - 1).astype(jnp.int32)
-  found = inside.reshape(-1) & (sorted_keys[pos] == query)
-  return jnp.where(found, order[pos], cap).reshape(cap, 27)
+  found = inside & (sorted_keys[pos] == query)
+  return jnp.where(found, order[pos], cap)

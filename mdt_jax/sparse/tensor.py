@@ -44,8 +44,11 @@ def coarse_capacities(coords, mask, levels: int) -> tuple[int, ...]:
   mask = np.asarray(mask).reshape(coords.shape[:2])
   out = []
   for level in range(1, levels + 1):
-    parents = [np.unique(np.concatenate([c[m, :1], c[m, 1:] >> level], 1), axis=0).shape[0]
-               for c, m in zip(coords, mask)]
+    parents = []
+    for c, m in zip(coords, mask):
+      p = np.concatenate([c[m, :1], c[m, 1:] >> level], 1).astype(np.int64)
+      keys = np.ravel_multi_index(p.T, tuple(p.max(0) + 1)) if len(p) else p[:, 0]
+      parents.append(len(np.unique(keys)))
     out.append(bucket_capacity(max(parents)))
   return tuple(out)
 
