@@ -187,7 +187,7 @@ def test_guidance_batch_of_the_sparse_model_equals_two_forwards(trellis_dir):
   t, cond = jnp.asarray(z["t"] / 1000.0, jnp.float32), jnp.asarray(z["cond"])
   neg = jnp.asarray(np.random.default_rng(0).standard_normal(cond.shape), jnp.float32)
   velocity = jax.jit(lambda x, t, c: model.apply({"params": params}, x, t, c))
-  guided = guided_velocity(velocity, x, cond, neg, 3.0)(x, t)  # one forward on the batch of 4
+  guided = guided_velocity(velocity, cond, neg, 3.0)(x, t)  # one forward on the batch of 4
   separate = 4.0 * velocity(x, t, cond).feats - 3.0 * velocity(x, t, neg).feats
   assert np.all(np.isfinite(guided))
   np.testing.assert_allclose(guided, separate, atol=1e-5)

@@ -25,6 +25,7 @@ separate ones for discrete VM+VD.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 import jax
@@ -33,7 +34,8 @@ import jax.numpy as jnp
 from mdt_jax import latents
 from mdt_jax.flow.paths import diffuse, velocity_target
 from mdt_jax.distill import timesteps
-from mdt_jax.distill.targets import Branch, evaluate, predictions_and_targets
+from mdt_jax.distill.targets import Branch, predictions_and_targets
+from mdt_jax.flow.guidance import evaluate
 
 OBJECTIVES = ("fm", "vm", "vd", "vm_vd", "cm")
 NUM_T_BINS = 10
@@ -103,7 +105,7 @@ def objective(student_params, teacher_params, batch: dict, rng: jax.Array, *, st
   ones = jnp.ones_like(t)
   calls = ([(diffuse(x0, draws["noise"], t, sigma_min), t, cond)] if use_vm else []) + (
       [(draws["noise_fake"], ones, cond)] if use_vd else [])
-  outs = evaluate(student_apply, student_params, calls)  # the one forward pass with gradient
+  outs = evaluate(functools.partial(student_apply, student_params), calls)  # the one pass with gradient
 
   branches = []
   if use_vm:

@@ -17,6 +17,7 @@ once (discrete/CM) or as one JVP (continuous).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional
 
 import flax.struct
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from mdt_jax import latents
+from mdt_jax.flow.guidance import evaluate, guided
 from mdt_jax.flow.paths import diffuse
 from mdt_jax.latents import Latent
 
@@ -44,24 +46,6 @@ class Branch:
   neg_cond: jax.Array
   w: Any
   u_pred: Optional[Latent] = None
-
-
-def evaluate(apply: Apply, params, calls: list[tuple[Latent, jax.Array, jax.Array]]) -> list[Latent]:
-  """Several ``(x, t, cond)`` calls of B samples each as ONE forward pass of k*B samples."""
-  if len(calls) == 1:
-    return [apply(params, *calls[0])]
-  xs, ts, conds = zip(*calls)
-  out = apply(params, latents.concat(list(xs)), jnp.concatenate(ts), jnp.concatenate(conds))
-  return latents.split(out, list(xs))
-
-
-def guided_velocities(apply: Apply, params, calls: list[tuple[Latent, jax.Array, jax.Array, jax.Array, Any]]
-                      ) -> list[Latent]:
-  """Teacher velocities with classifier-free guidance for calls ``(x, t, cond, neg_cond, w)``:
-  both halves of every call in one forward pass; ``(1+w) v_cond - w v_neg``."""
-  outs = evaluate(apply, params, [c for x, t, cond, neg, _ in calls for c in ((x, t, cond), (x, t, neg))])
-  return [latents.map_feats(lambda a, b, w=w: (1 + w) * a - w * b, outs[2 * i], outs[2 * i + 1])
-          for i, (*_, w) in enumerate(calls)]
 
 
 def _jvp(apply: Apply, params, x: Latent, t, cond, dx: Latent) -> tuple[Latent, Latent]:
@@ -89,8 +73,8 @@ def predictions_and_targets(student_apply: Apply, student_params, teacher_apply:
   sg_student = jax.lax.stop_gradient(student_params)
   teacher_params = jax.lax.stop_gradient(teacher_params)
   x_ts = [diffuse(b.x0, b.noise, b.t, sigma_min) for b in branches]
-  v_teacher = guided_velocities(teacher_apply, teacher_params,
-                                [(x_t, b.t, b.cond, b.neg_cond, b.w) for x_t, b in zip(x_ts, branches)])
+  v_teacher = guided(functools.partial(teacher_apply, teacher_params),
+                     [(x_t, b.t, b.cond, b.neg_cond, b.w) for x_t, b in zip(x_ts, branches)])
   scale = lambda x, s: latents.per_sample(x, s)
 
   if kind == "continuous":
@@ -103,7 +87,7 @@ def predictions_and_targets(student_apply: Apply, student_params, teacher_apply:
                for x_t, v, b, tp in zip(x_ts, v_teacher, branches, t_prevs)]
     calls = [(x_p, tp, b.cond) for x_p, tp, b in zip(x_prevs, t_prevs, branches)]
     calls += [(x_t, b.t, b.cond) for x_t, b in zip(x_ts, branches) if b.u_pred is None]
-    outs = evaluate(student_apply, sg_student, calls)
+    outs = evaluate(functools.partial(student_apply, sg_student), calls)
     u_prevs, fresh = outs[:len(branches)], iter(outs[len(branches):])
     u_now = [jax.lax.stop_gradient(b.u_pred) if b.u_pred is not None else next(fresh) for b in branches]
     du_dt = [latents.map_feats(lambda a, p: (a - p) / interval, u, up) for u, up in zip(u_now, u_prevs)]

@@ -65,7 +65,7 @@ def sample(velocity_fn: VelocityFn, noise: Latent, *, steps: int, rescale_t: flo
   if not schedule.guidance.any():
     velocity = lambda xi, t, on: plain(xi, t)
   else:
-    guided = guided_velocity(velocity_fn, x, cond, neg_cond, cfg_strength)
+    guided = guided_velocity(velocity_fn, cond, neg_cond, cfg_strength)
     if schedule.guidance.all():
       velocity = lambda xi, t, on: guided(xi, t)
     else:  # both branches compiled once; only the selected one runs at each step
