@@ -311,3 +311,26 @@ def test_memory_grows_with_active_voxels_not_with_resolution(slat):
     jaxpr = jax.make_jaxpr(lambda p, x: big.apply({"params": p}, x, t, cond))(params, x).jaxpr
     shapes[r] = _shapes(jaxpr, [])
   assert shapes[64] == shapes[256]
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_config_fields_shape_the_network(skip):
+  """Two io stages (patch 4), share_mod, qk_rms_norm_cross, with and without skip connections:
+  the state-dict shapes follow the documented structure and a forward traces (no compilation)."""
+  from conversion import trellis
+  model = SLatFlowModel(resolution=16, in_channels=4, model_channels=32, cond_channels=8, out_channels=4,
+                        num_blocks=1, num_heads=2, patch_size=4, io_block_channels=(8, 16),
+                        use_skip_connection=skip, share_mod=True, qk_rms_norm_cross=True)
+  shapes = trellis.expected_shapes(model)
+  io = {f"input_blocks.{k}": (c_in, c_out) for k, (c_in, c_out) in enumerate([(8, 8), (8, 16), (16, 16), (16, 32)])}
+  io |= {f"out_blocks.{k}": ((2 if skip else 1) * c_in, c_out)
+         for k, (c_in, c_out) in enumerate([(32, 16), (16, 16), (16, 8), (8, 8)])}
+  for block, (c_in, c_out) in io.items():
+    assert shapes[f"{block}.norm1.weight"] == (c_in,) and shapes[f"{block}.conv2.conv.weight"] == (c_out, 3, 3, 3, c_out)
+    assert shapes[f"{block}.conv1.conv.weight"] == (c_out, 3, 3, 3, c_in), block
+    assert (f"{block}.skip_connection.weight" in shapes) == (c_in != c_out), block
+  assert shapes["adaLN_modulation.1.weight"] == (6 * 32, 32) and "blocks.0.adaLN_modulation.1.weight" not in shapes
+  assert shapes["blocks.0.cross_attn.q_rms_norm.gamma"] == (2, 16)
+  params = jax.eval_shape(lambda: trellis.init_params(model, jax.random.key(0)))
+  out = jax.eval_shape(lambda p, args: model.apply({"params": p}, *args), params, model.example_inputs(2))
+  assert out.feats.shape == (16, 4) and out.feats.dtype == jnp.float32
