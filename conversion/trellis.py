@@ -136,18 +136,19 @@ def load_checkpoint(stem: str | Path, *, dtype=None):
   return model, params
 
 
-def save_checkpoint(path: str | Path, model_config_or_model, params):
+def save_checkpoint(path: str | Path, model_config_or_model, params, *, storage_dtype=None):
   """Writes ``path.json`` + ``path.safetensors`` in TRELLIS's format.
 
-  Every tensor is float16 when the config has ``use_fp16``, else float32. Both files are written
-  atomically; nothing is written if the params do not fit the model.
+  Every tensor is float16 when the config has ``use_fp16``, else float32, unless ``storage_dtype``
+  says otherwise (the toy teachers are stored as float16 and computed in float32). Both files are
+  written atomically; nothing is written if the params do not fit the model.
   """
   model = _as_model(model_config_or_model)
   config = model_config(model)
   stem = Path(str(path).removesuffix(".json").removesuffix(".safetensors"))
   state_dict = params_to_state_dict(model, params)
   common.check_state_dict(expected_shapes(model), state_dict, f"params for {stem}")
-  dtype = np.float16 if config["args"].get("use_fp16") else np.float32
+  dtype = storage_dtype or (np.float16 if config["args"].get("use_fp16") else np.float32)
   state_dict = {k: np.asarray(v).astype(dtype) for k, v in state_dict.items()}
   common.write_safetensors(Path(str(stem) + ".safetensors"), state_dict)
   common.atomic_write(Path(str(stem) + ".json"),
