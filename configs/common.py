@@ -26,8 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.ema_rates = (0.999,)
   config.grad_clip = ml_collections.ConfigDict(dict(max_norm=1.0, percentile=95.0, buffer_size=1000))
 
-  config.batch_size_per_device = 8
-  config.batch_split = 1              # gradient accumulation: micro-batches per step.
+  config.batch_size_per_device = 8     # instances per batch shard per step (TRELLIS's batch_size_per_gpu) ...
+  config.batch_split = 1              # ... in this many micro-batches (gradient accumulation), as TRELLIS.
   config.data = ml_collections.ConfigDict(dict(
       dataset="toy",                  # "toy" (built locally, no download) or "trellis".
       data_dir="",                    # TFDS data dir; "" -> <workdir>/tfds.

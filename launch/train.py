@@ -7,7 +7,8 @@
 
 Multi-host: ``--distributed`` calls ``jax.distributed.initialize()`` (SLURM, TPU pods and other
 clusters are detected from the environment; ``--coordinator_address``/``--num_processes``/
-``--process_id`` set them explicitly).
+``--process_id``/``--local_device_ids`` set them explicitly). launch/slurm_train.sh and
+launch/tpu_train.sh start one such process per GPU (or node) and per TPU VM worker.
 """
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.ini
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (optional).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (optional).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (optional).")
+_LOCAL_DEVICE_IDS = flags.DEFINE_list("local_device_ids", None, "Devices this process drives (optional; "
+                                      "SLURM default: the task's SLURM_LOCALID, i.e. one process per GPU).")
 
 
 class _QuietLibraries:
@@ -48,8 +51,9 @@ def main(argv):
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   if _DISTRIBUTED.value:
+    local_devices = [int(i) for i in _LOCAL_DEVICE_IDS.value] if _LOCAL_DEVICE_IDS.value else None
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+                               process_id=_PROCESS_ID.value, local_device_ids=local_devices)
   logging.info("process %d of %d, %d local device(s)", jax.process_index(), jax.process_count(),
                jax.local_device_count())
   from mdt_jax.train.loop import train

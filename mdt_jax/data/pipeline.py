@@ -16,6 +16,7 @@ training checkpoint and call `set_state` on a fresh iterator built with the same
 exactly the batches the uninterrupted iterator would have yielded.
 """
 import dataclasses
+import sys
 
 import grain
 import numpy as np
@@ -47,10 +48,13 @@ class HostLayout:
 
 
 def global_batch_order(num_records, seed, global_batch):
-  """Record indices of global batch k, `int64 [global_batch]`, as an infinite `grain.MapDataset`."""
+  """Record indices of global batch k, `int64 [global_batch]`, as an endless `grain.MapDataset`."""
   if num_records < 1:
     raise ValueError("the source has no records")
-  return grain.MapDataset.range(num_records).shuffle(seed=seed).repeat().batch(global_batch)
+  # A finite but practically endless number of epochs: grain's batch(1) of an endless (sys.maxsize
+  # long) dataset overflows its length; the order is the same as repeat()'s.
+  epochs = (sys.maxsize // 2) // num_records
+  return grain.MapDataset.range(num_records).shuffle(seed=seed).repeat(epochs).batch(global_batch)
 
 
 def dense_collate(examples, global_indices):

@@ -1,9 +1,10 @@
 """The training input stream: this host's batches from the data pipeline -> global device arrays.
 
-Each step takes ``config.batch_split`` micro-batches, stacked on a leading axis; every micro-batch
-holds ``batch_size_per_device`` instances per batch shard (a (data, fsdp) mesh position). Dense
-latents are ``x0 [B, ...]``; sparse ones a per-shard layout ``{coords, feats, mask} [D, cap, ...]``
-(CONTRACTS.md section 4). The condition is ``cond [B, L, C]`` (toy tokens, or precomputed DINOv2
+A step takes ``batch_size_per_device`` instances per batch shard (a (data, fsdp) mesh position), as
+``config.batch_split`` micro-batches of ``batch_size_per_device / batch_split`` each (gradient
+accumulation, as TRELLIS's ``batch_size_per_gpu`` and ``batch_split``), stacked on a leading axis.
+Dense latents are ``x0 [B, ...]``; sparse ones a per-shard layout ``{coords, feats, mask} [D, cap, ...]``
+(CONTRACTS.md section 4), the micro-batches padded to one capacity. The condition is ``cond [B, L, C]`` (toy tokens, or precomputed DINOv2
 tokens, float16) or ``cond_image [B, 518, 518, 3]`` (views the step encodes with the frozen DINOv2).
 The iterator's position is part of the training checkpoint.
 
@@ -26,11 +27,20 @@ MODEL_KEYS = ("x0", "cond", "cond_image")  # what the step consumes; ids and str
 TRAIN_CONDITIONS = ("image", "tokens")     # text needs a text encoder, which mdt_jax does not ship
 
 
+def micro_batch_per_device(config) -> int:
+  """Instances per batch shard in one micro-batch: batch_size_per_device / batch_split."""
+  if config.batch_size_per_device % config.batch_split:
+    raise ValueError(f"config.batch_size_per_device={config.batch_size_per_device} is not a multiple of "
+                     f"config.batch_split={config.batch_split}")
+  return config.batch_size_per_device // config.batch_split
+
+
 def host_layout(config, mesh: Mesh) -> pipeline.HostLayout:
+  """This host's share of one micro-batch."""
   shards = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
   if shards % jax.process_count():
     raise ValueError(f"config.mesh: {shards} batch shards do not split over {jax.process_count()} hosts")
-  return pipeline.HostLayout(instances_per_device=config.batch_size_per_device,
+  return pipeline.HostLayout(instances_per_device=micro_batch_per_device(config),
                              devices_per_host=shards // jax.process_count(),
                              process_index=jax.process_index(), process_count=jax.process_count())
 
@@ -86,6 +96,14 @@ def _decoder(config):
   return trellis_inputs.TrellisInputs(root=data.root, condition=data.condition, token_dir=data.token_dir or None)
 
 
+def _stack_padded(layouts: list[dict]) -> dict:
+  """Sparse per-shard layouts ``{coords, feats, mask} [D, cap_i, ...]`` -> ``[k, D, max cap_i, ...]``; the
+  added rows are padding (zeros, mask False). The largest bucketed capacity is itself on the ladder."""
+  cap = max(layout["mask"].shape[1] for layout in layouts)
+  pad = lambda a: np.pad(a, [(0, 0), (0, cap - a.shape[1])] + [(0, 0)] * (a.ndim - 2))
+  return {key: np.stack([pad(layout[key]) for layout in layouts]) for key in layouts[0]}
+
+
 class TrainInputs:
   """Resumable iterator of global micro-batch stacks: ``next(inputs) -> {key: jax.Array [k, ...]}``."""
 
@@ -117,9 +135,8 @@ class TrainInputs:
 
   def __next__(self):
     micro = [next(self.iterator) for _ in range(self.splits)]
-    host = {k: np.stack([m[k] for m in micro]) if not isinstance(micro[0][k], dict)
-            else {kk: np.stack([m[k][kk] for m in micro]) for kk in micro[0][k]}
-            for k in MODEL_KEYS if k in micro[0]}
+    host = {k: _stack_padded([m[k] for m in micro]) if isinstance(micro[0][k], dict)
+            else np.stack([m[k] for m in micro]) for k in MODEL_KEYS if k in micro[0]}
     return jax.tree.map(self._global, host)
 
   def _global(self, local: np.ndarray) -> jax.Array:

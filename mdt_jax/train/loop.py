@@ -8,7 +8,6 @@ the data; only process 0 writes metrics, TensorBoard, snapshots and exports.
 """
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
@@ -21,13 +20,12 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from conversion import trellis
-from mdt_jax import encoders
 from mdt_jax.train import checkpoints, models, partitioning
 from mdt_jax.train.inputs import TrainInputs
 from mdt_jax.train.optimizer import make_optimizer
 from mdt_jax.train.snapshots import Snapshots
 from mdt_jax.train.state import init_state
-from mdt_jax.train.step import make_train_step
+from mdt_jax.train.step import jit_train_step
 
 
 def _metrics_line(metrics: dict) -> str:
@@ -108,13 +106,8 @@ def train(config, workdir: str | Path):
   frozen = {"teacher": teacher_params or {}, "image_encoder": encoder_params or {}}
   frozen_shardings = partitioning.tree_shardings(frozen, mesh)
   frozen = jax.device_put(frozen, frozen_shardings)
-  apply = lambda model: (lambda p, x, t, c: model.apply({"params": p}, x, t, c))
-  step_fn = make_train_step(config, optimizer, student_apply=apply(student),
-                            teacher_apply=apply(teacher) if teacher is not None else None,
-                            sparse=config.stage == "slat",
-                            encode_image=functools.partial(encoders.encode_images, encoder) if encoder else None)
-  train_step = jax.jit(step_fn, in_shardings=(state_shardings, frozen_shardings, None),
-                       out_shardings=(state_shardings, partitioning.replicated(mesh)), donate_argnums=(0,))
+  train_step = jit_train_step(config, optimizer, mesh, state_shardings, frozen_shardings, student=student,
+                              teacher=teacher, image_encoder=encoder)
   toy = config.data.dataset == "toy"
   snapshots = Snapshots(config, workdir, student) if toy and jax.process_index() == 0 else None
   if not toy:
@@ -126,7 +119,7 @@ def train(config, workdir: str | Path):
     progress = tqdm(total=config.total_steps, initial=start, unit="step")
 
   # The loop.
-  examples_per_step = inputs.layout.global_batch * config.batch_split
+  examples_per_step = inputs.layout.global_batch * config.batch_split  # = devices x batch_size_per_device
   window_start, window_steps, skipped = time.perf_counter(), 0, int(state.skipped)
   for step in range(start + 1, config.total_steps + 1):
     state, metrics = train_step(state, frozen, next(inputs))

@@ -32,7 +32,7 @@ def adaptive_clip(max_norm: float, percentile: float, buffer_size: int) -> optax
 
   def update(grads, state, params=None):
     del params
-    norm = optax.global_norm(grads)
+    norm = optax.tree.norm(grads)
     full = ~jnp.any(jnp.isnan(state.norms))
     limit = jnp.where(full, jnp.minimum(max_norm, jnp.percentile(state.norms, percentile)), max_norm)
     scale = jnp.minimum(1.0, limit / (norm + 1e-6))  # torch's clip_grad_norm_, as TRELLIS calls it

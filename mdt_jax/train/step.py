@@ -7,8 +7,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mdt_jax import encoders
 from mdt_jax.distill import objective
 from mdt_jax.sparse import SparseTensor
+from mdt_jax.train.partitioning import replicated
+from mdt_jax.train.inputs import micro_batch_per_device
 from mdt_jax.train.optimizer import ema_update, trainable_mask
 from mdt_jax.train.state import TrainState
 
@@ -47,7 +50,8 @@ def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: 
   """-> ``train_step(state, frozen, micro_batches) -> (state, metrics)``.
 
   frozen: ``{"teacher": params or {}, "image_encoder": params or {}}``, never differentiated.
-  micro_batches: the step's batch as ``config.batch_split`` micro-batches stacked on a leading axis.
+  micro_batches: the step's batch as ``config.batch_split`` micro-batches stacked on a leading axis
+  (``batch_size_per_device / batch_split`` instances per batch shard each, as TrainInputs yields).
   encode_image: ``(encoder_params, images [B, H, W, 3]) -> cond [B, L, C]``, for batches holding
   ``cond_image``. Gradients are taken w.r.t. the student only and averaged over the micro-batches;
   a step whose loss or gradient norm is not finite is not applied (params, optimizer and EMA
@@ -55,7 +59,7 @@ def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: 
   """
   kwargs = dict(student_apply=student_apply, teacher_apply=teacher_apply, config=config)
   if sparse:
-    loss_fn = functools.partial(per_device_objective, instances_per_device=config.batch_size_per_device, **kwargs)
+    loss_fn = functools.partial(per_device_objective, instances_per_device=micro_batch_per_device(config), **kwargs)
   else:
     loss_fn = functools.partial(objective, **kwargs)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -77,7 +81,7 @@ def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: 
     grads = jax.tree.map(lambda g, m: g / splits if m else jnp.zeros_like(g), grads, trainable_mask(grads))
     metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -90,3 +94,16 @@ def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: 
     return new_state, metrics
 
   return train_step
+
+
+def jit_train_step(config, optimizer, mesh, state_shardings, frozen_shardings, *, student, teacher=None,
+                   image_encoder=None):
+  """``make_train_step`` for these Flax modules, jitted with explicit shardings and the state donated:
+  ``(state, frozen, micro_batches) -> (state, metrics)``; metrics come back replicated."""
+  apply = lambda model: (lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+  step_fn = make_train_step(
+      config, optimizer, student_apply=apply(student), teacher_apply=apply(teacher) if teacher is not None else None,
+      sparse=config.stage == "slat",
+      encode_image=functools.partial(encoders.encode_images, image_encoder) if image_encoder is not None else None)
+  return jax.jit(step_fn, in_shardings=(state_shardings, frozen_shardings, None),
+                 out_shardings=(state_shardings, replicated(mesh)), donate_argnums=(0,))
