@@ -8,6 +8,7 @@ Each section prints one line per measurement: median wall time of ``--repeats`` 
 (after one warm-up call that compiles), and derived figures.
 """
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -222,8 +223,14 @@ def distill_step():
           f"{times[name] / times['fm']:.2f}x a flow-matching step")
 
 
+def train_memory():
+  """Per-device memory of the ss_flow_L / slat_flow_L train steps on 32 forced CPU devices (AOT compile,
+  memory_analysis); a subprocess, since the device count is fixed when jax starts."""
+  subprocess.run([sys.executable, str(_REPO / "launch/train_memory.py"), "--devices=32"], check=True)
+
+
 SECTIONS = {"ss_forward": ss_forward, "sampling": sampling, "slat_forward": slat_forward,
-            "distill_step": distill_step}
+            "distill_step": distill_step, "train_memory": train_memory}
 
 
 def main(argv):

@@ -1,0 +1,127 @@
+"""Per-device memory of the published train steps on a many-device mesh, compiled ahead of time on CPU.
+
+    python launch/train_memory.py --devices=32 --variants=ss_flow_L,slat_flow_L --meshes=data,fsdp
+    python launch/benchmark.py --only=train_memory      # the same, as a benchmark section
+
+Forces ``--devices`` CPU devices, builds each variant's student, teacher and DINOv2 (shapes only:
+``jax.eval_shape``, nothing allocated), and lowers and compiles the jitted train step (the one
+launch/train.py runs: batch_split micro-batches, the frozen DINOv2 encoding the views inside it) for
+abstract inputs of the published batch (8 per device and step, in 2 micro-batches of 4), then prints XLA's
+``compile().memory_analysis()`` for one device: arguments, outputs, temporaries, and the peak
+estimate arguments + outputs - aliased (donated) + temporaries, next to the state's own share.
+
+Meshes: ``data`` is the configs' default (pure data parallel: every device holds all params and
+optimizer state); ``fsdp`` shards params, EMA, optimizer state, teacher and encoder over 8 devices
+(data = devices / 8). These are estimates for the CPU backend's compilation of the same program:
+XLA:GPU and XLA:TPU fuse, schedule and lay out bfloat16 differently, so treat them as sizes of the
+order to expect, not as measurements on the accelerator.
+"""
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# The forced device count must be set before jax is imported: read --devices from the command line.
+_DEVICES_ARG = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--devices=")), "32")
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={_DEVICES_ARG}"
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+
+from configs import distill  # noqa: E402
+from conversion import dinov2, trellis  # noqa: E402
+from mdt_jax.data.image import IMAGE_SIZE  # noqa: E402
+from mdt_jax.sparse import bucket_capacity  # noqa: E402
+from mdt_jax.train import models, partitioning  # noqa: E402
+from mdt_jax.train.inputs import micro_batch_per_device  # noqa: E402
+from mdt_jax.train.optimizer import make_optimizer  # noqa: E402
+from mdt_jax.train.state import init_state  # noqa: E402
+from mdt_jax.train.step import jit_train_step  # noqa: E402
+
+_DEVICES = flags.DEFINE_integer("devices", 32, "Forced CPU devices (the mesh size; write --devices=N).")
+_VARIANTS = flags.DEFINE_list("variants", ["ss_flow_L", "slat_flow_L"], "configs/distill.py variants.")
+_MESHES = flags.DEFINE_list("meshes", ["data", "fsdp"], "data: the default mesh; fsdp: (devices/8, 8).")
+_SLAT_VOXELS = flags.DEFINE_integer("slat_voxels", 20_000, "Voxels per SLat instance (TRELLIS keeps "
+                                    "instances of at most 32,768).")
+
+GIB = 2 ** 30
+
+
+def _bytes_per_device(tree):
+  """Bytes one device holds of a tree of ShapeDtypeStructs with shardings."""
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    shard = leaf.sharding.shard_shape(leaf.shape)
+    total += int(np.prod(shard)) * np.dtype(leaf.dtype).itemsize
+  return total
+
+
+def _abstract_batch(config, mesh):
+  """ShapeDtypeStructs of one step's input: [batch_split, global micro-batch or shards, ...], batch-sharded."""
+  splits, shards = config.batch_split, int(np.prod([mesh.shape[a] for a in partitioning.BATCH_AXES]))
+  micro = micro_batch_per_device(config)
+  batch = shards * micro
+  spec = lambda *shape, dtype=jnp.float32: jax.ShapeDtypeStruct(
+      (splits, *shape), dtype, sharding=NamedSharding(mesh, P(None, partitioning.BATCH_AXES)))
+  image = spec(batch, IMAGE_SIZE, IMAGE_SIZE, 3)
+  if config.stage == "ss":
+    return {"x0": spec(batch, 16, 16, 16, 8), "cond_image": image}
+  cap = bucket_capacity(micro * _SLAT_VOXELS.value)
+  return {"x0": {"coords": spec(shards, cap, 4, dtype=jnp.int32), "feats": spec(shards, cap, 8),
+                 "mask": spec(shards, cap, dtype=jnp.bool_)}, "cond_image": image}
+
+
+def measure(variant, mesh_name):
+  config = distill.get_config(variant)
+  devices = _DEVICES.value
+  config.mesh.update({"data": -1, "fsdp": 1} if mesh_name == "data" else {"data": devices // 8, "fsdp": 8})
+  mesh = partitioning.make_mesh(config.mesh)
+  dtype = models.compute_dtype(config)
+  student = trellis.build_model(config.model.to_dict(), dtype=dtype)
+  params = jax.eval_shape(lambda: trellis.init_params(student, jax.random.key(0)))
+  encoder = dinov2.model_from_config(config.dinov2_config)
+  optimizer = make_optimizer(config, params)
+  state = jax.eval_shape(lambda p: init_state(p, optimizer, config.ema_rates, config.seed), params)
+  frozen = {"teacher": params, "image_encoder": dinov2.param_shapes(encoder)}
+  state_shardings = partitioning.tree_shardings(state, mesh)
+  frozen_shardings = partitioning.tree_shardings(frozen, mesh)
+  with_sharding = lambda tree, shardings: jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
+  state, frozen = with_sharding(state, state_shardings), with_sharding(frozen, frozen_shardings)
+  step = jit_train_step(config, optimizer, mesh, state_shardings, frozen_shardings, student=student,
+                        teacher=student, image_encoder=encoder)
+  start = time.perf_counter()
+  compiled = step.lower(state, frozen, _abstract_batch(config, mesh)).compile()
+  seconds = time.perf_counter() - start
+  stats = compiled.memory_analysis()
+  if stats is None:
+    print(f"train_memory[{variant}, {mesh_name}]: memory_analysis() is unavailable on {jax.default_backend()}")
+    return
+  peak = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+          + stats.temp_size_in_bytes)
+  print(f"train_memory[{variant}, mesh {dict(mesh.shape)}, {config.batch_size_per_device}/device x "
+        f"batch_split {config.batch_split}, {config.compute_dtype}]: per device: arguments "
+        f"{stats.argument_size_in_bytes / GIB:.2f} GiB (state {_bytes_per_device(state) / GIB:.2f}, teacher + "
+        f"DINOv2 {_bytes_per_device(frozen) / GIB:.2f}), outputs {stats.output_size_in_bytes / GIB:.2f} GiB "
+        f"(aliased {stats.alias_size_in_bytes / GIB:.2f}), temporaries {stats.temp_size_in_bytes / GIB:.2f} GiB "
+        f"-> peak estimate {peak / GIB:.2f} GiB (compiled in {seconds:.0f} s)", flush=True)
+
+
+def main(argv):
+  del argv
+  if jax.device_count() != _DEVICES.value:
+    raise SystemExit(f"needs {_DEVICES.value} devices, got {jax.device_count()} (write --devices=N)")
+  print(f"jax {jax.__version__}, {jax.device_count()} forced CPU devices")
+  for variant in _VARIANTS.value:
+    for mesh_name in _MESHES.value:
+      measure(variant, mesh_name)
+
+
+if __name__ == "__main__":
+  app.run(main)

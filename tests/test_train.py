@@ -1,0 +1,425 @@
+"""The training system: toy runs end to end, resume after SIGKILL, unreadable checkpoints, the 8-device
+mesh, two processes, the optimiser's pieces, and real-data (TRELLIS layout + DINOv2) runs.
+
+Tiny sizes everywhere: one-block width-32 models, a 240-shape toy train split, a few steps (one for
+the sparse stage, whose batches change capacity, hence program, from step to step). A session teacher
+(flow matching, logged every step) is the reference that the subprocess runs (killed and resumed, two
+processes) must reproduce; they share the compilation cache conftest.py sets. Training runs compile
+with XLA's backend optimisations off (``jax_disable_most_optimizations``, in process and in the
+subprocesses alike): the sparse steps compile ~3x faster, and the arithmetic is the same IEEE
+arithmetic, only less optimised code.
+"""
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from conversion import trellis
+from configs import distill as distill_configs, teacher as teacher_configs
+from mdt_jax.data import trellis_builder, trellis_inputs, trellis_testing
+from mdt_jax.train import inputs, models, partitioning
+from mdt_jax.train.loop import train
+from mdt_jax.train.optimizer import adaptive_clip, ema_update, make_optimizer
+from mdt_jax.train.state import init_state
+from mdt_jax.train.step import make_train_step
+
+ROOT = Path(__file__).resolve().parents[1]
+DINOV2 = ROOT / "tests" / "fixtures" / "dinov2"
+# One block, width 32; the sparse model without io stages (no 2x down/up-sampling: the model's tests
+# cover those; here they would only triple the compile time of every sparse step).
+TINY = {"ss": {"model.args.num_blocks": 1, "model.args.model_channels": 32},
+        "slat": {"model.args.num_blocks": 1, "model.args.model_channels": 32, "model.args.io_block_channels": (),
+                 "model.args.patch_size": 1}}
+# The session teacher: every subprocess run below repeats these settings and must reproduce its losses.
+SS_TEACHER = {**TINY["ss"], "batch_size_per_device": 4, "total_steps": 16, "checkpoint_every": 4,
+              "keep_checkpoints": 2, "log_every": 1, "snapshot_steps": (1,), "snapshot_count": 2}
+LOSS_KEYS = ("loss", "grad_norm", "t_bin_loss")
+SUBPROCESS_TIMEOUT = 600
+
+
+def config_of(spec, **overrides):
+  """``configs/<file>.py:<variant>`` with ``--config.<key>=<value>`` overrides (dotted keys)."""
+  file, variant = spec.split(":")
+  config = {"teacher": teacher_configs, "distill": distill_configs}[file].get_config(variant)
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def command(spec, workdir, overrides, *extra):
+  return [sys.executable, "launch/train.py", f"--config=configs/{spec.replace(':', '.py:')}", f"--workdir={workdir}",
+          *[f"--config.{k}={v}" for k, v in overrides.items()], *extra]
+
+
+def env(devices=1):
+  return dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+
+
+@contextlib.contextmanager
+def quick_compiles():
+  """XLA backend optimisations off while training in this process (restored afterwards)."""
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", False)
+
+
+def run(config, workdir):
+  with quick_compiles():
+    return train(config, workdir)
+
+
+def metrics_of(workdir):
+  return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_losses(lines, reference, rtol=1e-6):
+  """Every logged line equals the reference's line of the same step (several lines may share a step)."""
+  by_step = {m["step"]: m for m in reference}
+  for m in lines:
+    for key in LOSS_KEYS:
+      np.testing.assert_allclose(m[key], by_step[m["step"]][key], rtol=rtol, atol=1e-7,
+                                 err_msg=f"step {m['step']} {key}")
+
+
+@pytest.fixture(scope="session")
+def toy_quick(tmp_path_factory):
+  """Overrides for quick toy runs on a 240-shape train split built once for the session."""
+  data_dir = str(tmp_path_factory.mktemp("toy_tfds"))
+  quick = {"data.data_dir": data_dir, "data.toy_num_train": 240, "log_every": 1, "snapshot_steps": ()}
+  inputs.prepare(inputs.toy_dataset_builder(config_of("teacher:ss_toy", **quick), data_dir))
+  return quick
+
+
+@pytest.fixture(scope="session")
+def ss_teacher(toy_quick, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("ss_teacher")
+  run(config_of("teacher:ss_toy", **{**toy_quick, **SS_TEACHER}), workdir)
+  return workdir
+
+
+@pytest.fixture(scope="session")
+def slat_teacher(toy_quick, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("slat_teacher")
+  run(config_of("teacher:slat_toy", **{**toy_quick, **TINY["slat"], "batch_size_per_device": 2,
+                                       "total_steps": 1}), workdir)
+  return workdir
+
+
+# ----------------------------------------------------------------------------------------------
+# Toy variants end to end.
+
+@pytest.mark.parametrize("stage", ["ss", "slat"])
+def test_toy_teacher_then_distill(stage, request, toy_quick, tmp_path):
+  teacher_dir = request.getfixturevalue(f"{stage}_teacher")
+  done = json.loads((teacher_dir / "done.json").read_text())
+  lines = metrics_of(teacher_dir)
+  assert done["skipped"] == 0 and [m["step"] for m in lines] == list(range(1, done["step"] + 1))
+  assert all(np.isfinite(m["loss_fm"]) and m["loss_vm"] == 0 for m in lines)
+  assert list((teacher_dir / "tensorboard").iterdir())
+  if stage == "ss":
+    assert (teacher_dir / "snapshots" / "16" / "steps1.npz").exists()
+    assert (teacher_dir / "snapshots" / "16" / "steps1_0.png").read_bytes()[:4] == b"\x89PNG"
+
+  teacher_stem = teacher_dir / "export" / "student_ema0.999"
+  workdir, steps = tmp_path / "distill", 2 if stage == "ss" else 1
+  state = run(config_of(f"distill:{stage}_toy", **{**toy_quick, "teacher_checkpoint": str(teacher_stem),
+                                                   "batch_size_per_device": 2, "total_steps": steps}), workdir)
+  lines = metrics_of(workdir)
+  assert [m["step"] for m in lines] == list(range(1, steps + 1)) and int(state.skipped) == 0
+  assert all(m["loss_vm"] > 0 and m["loss_vd"] > 0 and np.isfinite(m["loss"]) for m in lines)
+  # The student started as the teacher and moved; its export loads back as a TRELLIS checkpoint.
+  _, teacher_params = trellis.load_checkpoint(teacher_stem)
+  model, student_params = trellis.load_checkpoint(workdir / "export" / "student")
+  assert type(model).__name__ == ("SparseStructureFlowModel" if stage == "ss" else "SLatFlowModel")
+  moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), teacher_params, student_params)
+  assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_finished_run_exits_at_once(toy_quick, ss_teacher, capsys):
+  assert train(config_of("teacher:ss_toy", **{**toy_quick, **SS_TEACHER}), ss_teacher) is None
+  assert "training already finished" in capsys.readouterr().out
+
+
+def test_unreadable_latest_checkpoint_falls_back_with_warning(toy_quick, ss_teacher, tmp_path, caplog):
+  workdir = tmp_path / "run"
+  shutil.copytree(ss_teacher, workdir)
+  (workdir / "done.json").unlink()  # as if killed after its last save
+  latest = workdir / "checkpoints" / "16"
+  for f in (latest / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"\0garbage")
+  run(config_of("teacher:ss_toy", **{**toy_quick, **SS_TEACHER, "snapshot_steps": ()}), workdir)
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any(str(latest) in w and "unreadable" in w for w in warnings), warnings
+  assert (workdir / "checkpoints_unreadable" / "16").is_dir()
+  resumed = metrics_of(workdir)[16:]
+  assert [m["step"] for m in resumed] == [13, 14, 15, 16]  # from checkpoint 12
+  assert_same_losses(resumed, metrics_of(ss_teacher))
+
+
+# ----------------------------------------------------------------------------------------------
+# Subprocesses: SIGKILL and resume, two processes, 8 devices.
+
+def test_sigkill_mid_run_then_rerun_resumes_exactly(toy_quick, ss_teacher, tmp_path):
+  workdir = tmp_path / "run"
+  cmd = command("teacher:ss_toy", workdir, {**toy_quick, **SS_TEACHER})
+  process = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  metrics, deadline = workdir / "metrics.jsonl", time.time() + SUBPROCESS_TIMEOUT
+  while process.poll() is None and time.time() < deadline:  # kill once a checkpoint has landed
+    if (workdir / "checkpoints" / "4").is_dir() and metrics.read_text().count("\n") >= 6:
+      process.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.005)
+  _, stderr = process.communicate(timeout=SUBPROCESS_TIMEOUT)
+  assert process.returncode == -signal.SIGKILL, f"the run was not killed mid-run: {stderr[-3000:]}"
+  assert not (workdir / "done.json").exists()
+  killed_at = metrics_of(workdir)[-1]["step"]
+
+  rerun = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  lines = metrics_of(workdir)
+  resumed_from = lines[[m["step"] for m in lines].index(killed_at) + 1]["step"] - 1
+  assert 4 <= resumed_from <= killed_at and f"resumed from step {resumed_from}" in rerun.stderr
+  assert sorted({m["step"] for m in lines}) == list(range(1, 17))
+  assert_same_losses(lines, metrics_of(ss_teacher))
+  assert json.loads((workdir / "done.json").read_text())["step"] == 16
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_agree_with_one(toy_quick, ss_teacher, tmp_path):
+  """2 processes x 2 devices, params sharded over all 4 (fsdp), each reading its half of the batch;
+  the global batch is the session teacher's 4, so the losses are the one-process, one-device ones."""
+  overrides = {**toy_quick, **SS_TEACHER, "batch_size_per_device": 1, "total_steps": 3, "mesh.data": 1,
+               "mesh.fsdp": 4}
+  flags = ["--distributed", f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2"]
+  cmd = command("teacher:ss_toy", tmp_path, overrides, *flags)
+  processes = [subprocess.Popen([*cmd, f"--process_id={i}"], cwd=ROOT, env=env(devices=2), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=SUBPROCESS_TIMEOUT) for p in processes]
+  finally:
+    for p in processes:
+      p.kill()
+  for i, (p, (_, stderr)) in enumerate(zip(processes, outputs)):
+    assert p.returncode == 0, f"process {i}: {stderr[-3000:]}"
+    assert f"process {i} of 2, 2 local device(s)" in stderr
+  assert [m["step"] for m in metrics_of(tmp_path)] == [1, 2, 3]
+  assert_same_losses(metrics_of(tmp_path), metrics_of(ss_teacher), rtol=2e-5)
+  assert (tmp_path / "snapshots" / "3" / "steps1.npz").exists()
+  trellis.load_checkpoint(tmp_path / "export" / "student_ema0.999")  # gathered across both hosts
+
+
+def test_2x4_mesh_step_equals_one_device_and_restores_on_other_meshes(toy_quick, ss_teacher, tmp_path):
+  r = subprocess.run([sys.executable, "tests/train_mesh_check.py",
+                      f"--teacher={ss_teacher / 'export' / 'student_ema0.999'}",
+                      f"--data_dir={toy_quick['data.data_dir']}", f"--workdir={tmp_path}"],
+                     cwd=ROOT, env=env(devices=8), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+  assert r.returncode == 0, r.stderr[-5000:]
+  assert "ss vm_vd: 2x4 mesh == 1 device" in r.stdout and "slat fm: 2x4 mesh == 1 device" in r.stdout
+  assert "onto {'data': 1, 'fsdp': 8, 'tensor': 1} exactly" in r.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# The optimiser's pieces on a one-block SS model.
+
+@pytest.fixture(scope="module")
+def tiny_step():
+  """(config, initial state, compiled step(state, batch), a finite batch) of a one-block SS teacher."""
+  config = config_of("teacher:ss_toy", **TINY["ss"], ema_rates=(0.9, 0.5), weight_decay=0.1)
+  rng = np.random.default_rng(0)
+  batch = {"x0": rng.standard_normal((1, 2, 8, 8, 8, 8)).astype(np.float32),
+           "cond": rng.standard_normal((1, 2, 4, 64)).astype(np.float32)}
+  frozen = {"teacher": {}, "image_encoder": {}}
+  with quick_compiles():
+    student, params, _, _ = models.student_and_teacher(config)
+    optimizer = make_optimizer(config, params)
+    state = jax.jit(lambda p: init_state(p, optimizer, config.ema_rates, 0))(params)
+    step = jax.jit(make_train_step(config, optimizer, student_apply=lambda p, x, t, c: student.apply({"params": p}, x, t, c),
+                                   teacher_apply=None, sparse=False)).lower(state, frozen, batch).compile()
+  return config, state, lambda s, b: step(s, frozen, b), batch
+
+
+def test_step_applies_adamw_and_ema_and_keeps_pos_emb(tiny_step):
+  config, state, step, batch = tiny_step
+  new, metrics = step(state, batch)
+  assert int(new.step) == 1 and int(new.skipped) == 0 and np.isfinite(float(metrics["loss"]))
+  old_params, new_params, emas = jax.device_get((state.params, new.params, new.ema))
+  for rate, ema in zip(config.ema_rates, emas):  # EMA of the updated params, from the initial ones
+    expected = jax.tree.map(lambda e, p: rate * e + (1 - rate) * p, old_params, new_params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), ema, expected)
+  np.testing.assert_array_equal(new_params["pos_emb"], old_params["pos_emb"])  # frozen, even with decay
+  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), new_params, old_params)
+  assert sum(jax.tree.leaves(changed)) == len(jax.tree.leaves(changed)) - 1
+
+
+def test_ema_update_maths():
+  ema, params = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([3.0, 0.0])}
+  np.testing.assert_allclose(ema_update(ema, params, 0.75)["w"], [1.5, -1.5])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_step_is_skipped_and_counted(tiny_step, bad):
+  _, state, step, batch = tiny_step
+  x0 = batch["x0"].copy()
+  x0[0, 1, 2, 3, 4, 5] = bad
+  new, metrics = step(state, {**batch, "x0": x0})
+  assert int(new.step) == 1 and int(new.skipped) == 1 and int(metrics["skipped"]) == 1
+  for name in ("params", "ema", "opt_state"):
+    jax.tree.map(np.testing.assert_array_equal, *jax.device_get((getattr(new, name), getattr(state, name))))
+
+
+def test_adaptive_clip_uses_max_norm_until_the_buffer_is_full_then_the_percentile():
+  clip = adaptive_clip(max_norm=1.0, percentile=50.0, buffer_size=4)
+  state = clip.init(None)
+  direction = np.array([0.6, 0.8], np.float32)  # unit norm
+  recorded = []
+  for norm in [0.5, 2.0, np.nan, 0.3, 0.8, 0.4, 3.0, 0.7, 0.2]:
+    out, state = clip.update({"g": jnp.asarray(direction * norm)}, state)
+    limit = 1.0 if len(recorded) < 4 else min(1.0, np.percentile(recorded[-4:], 50))
+    if np.isfinite(norm):
+      np.testing.assert_allclose(out["g"], direction * norm * min(1.0, limit / (norm + 1e-6)), rtol=1e-5)
+      recorded.append(norm)
+  np.testing.assert_allclose(np.sort(state.norms), np.sort(recorded[-4:]), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Real-data wiring: TRELLIS-layout root, DINOv2 in the step, the published L variants (tiny models).
+
+TINY_TRELLIS = {
+    "ss": {"name": "SparseStructureFlowModel", "args": dict(
+        resolution=16, in_channels=8, out_channels=8, model_channels=32, cond_channels=64, num_blocks=1,
+        num_heads=4, mlp_ratio=2, patch_size=4, pe_mode="ape", qk_rms_norm=True, use_fp16=True)},
+    "slat": {"name": "ElasticSLatFlowModel", "args": dict(
+        resolution=64, in_channels=8, out_channels=8, model_channels=32, cond_channels=64, num_blocks=1,
+        num_heads=4, mlp_ratio=2, patch_size=1, num_io_res_blocks=1, io_block_channels=[], pe_mode="ape",
+        qk_rms_norm=True, use_fp16=True)},
+}
+LATENT_MODELS = {"ss": trellis_testing.SS_MODEL, "slat": trellis_testing.SLAT_MODEL}
+
+
+@pytest.fixture(scope="module")
+def trellis_run(tmp_path_factory):
+  """A TRELLIS-layout root (4 good instances, one low-aesthetic, one of 100 voxels) and tiny TRELLIS
+  checkpoints whose cond_channels is the DINOv2 fixture's width (64)."""
+  base = tmp_path_factory.mktemp("trellis")
+  info = trellis_testing.write_tiny_trellis_dataset(str(base / "root"), num_good=4, broken=(),
+                                                    filtered=("low_aesthetic", "too_many_voxels"))
+  rng = np.random.default_rng(1)
+  for stage, config in TINY_TRELLIS.items():  # random weights, without compiling an init
+    model = trellis.build_model(config)
+    shapes = jax.eval_shape(lambda: trellis.init_params(model, jax.random.key(0)))
+    params = jax.tree.map(lambda s: 0.05 * rng.standard_normal(s.shape).astype(np.float32), shapes)
+    if "pos_emb" in params:  # a stored buffer: the checkpoint must hold the real table
+      params["pos_emb"] = np.asarray(model.pos_emb_table())
+    trellis.save_checkpoint(base / f"{stage}_teacher", model, params)
+  return base, info
+
+
+def _l_overrides(base, stage, **extra):
+  return {"teacher_checkpoint": str(base / f"{stage}_teacher"), "dinov2_checkpoint": str(DINOV2 / "model.safetensors"),
+          "dinov2_config": str(DINOV2 / "config.json"), "data.root": str(base / "root"),
+          "data.latent_model": LATENT_MODELS[stage], "data.data_dir": str(base / "tfds"), "data.max_num_voxels": 80,
+          "batch_size_per_device": 2, "total_steps": 2 if stage == "ss" else 1, "log_every": 1, **extra}
+
+
+@pytest.mark.parametrize("stage", ["ss", "slat"])
+def test_L_variant_runs_on_trellis_layout_with_dinov2_in_the_step(trellis_run, stage, tmp_path):
+  base, info = trellis_run
+  config = config_of(f"distill:{stage}_flow_L", **_l_overrides(base, stage))
+  assert config.batch_split == 2 and config.compute_dtype == "bfloat16" and config.data.min_aesthetic_score == 4.5
+  state = run(config, tmp_path)
+  lines = metrics_of(tmp_path)
+  assert [m["step"] for m in lines] == list(range(1, config.total_steps + 1)) and int(state.skipped) == 0
+  assert all(np.isfinite(m["loss"]) and m["loss_vm"] > 0 and m["loss_vd"] > 0 for m in lines)
+  builder = inputs.trellis_dataset_builder(config, tmp_path)
+  summary = trellis_builder.build_summary(builder)
+  assert summary["filtered"]["aesthetic_score below 4.5"] == 1
+  if stage == "slat":  # the voxel filter is the SLat stage's (TRELLIS's max_num_voxels)
+    assert summary["written"] == 4 and summary["filtered"]["more than 80 voxels"] == 1
+  else:
+    assert summary["written"] == 5
+  exported = load_file(str(tmp_path / "export" / "student_ema0.9999.safetensors"))
+  assert {v.dtype for v in exported.values()} == {np.dtype(np.float16)}  # use_fp16 checkpoints, as TRELLIS writes them
+
+
+def test_trellis_inputs_tokens_and_slat_normalisation(trellis_run, tmp_path):
+  """condition="tokens": precomputed float16 tokens, no image; SLat feats normalised per channel."""
+  base, info = trellis_run
+  root = str(base / "root")
+  for sha in info["good"]:
+    for view in ("000", "001"):
+      os.makedirs(tmp_path / sha, exist_ok=True)
+      np.save(tmp_path / sha / f"{view}.npy", np.full(trellis_inputs.TOKEN_SHAPE, int(view) + 1, np.float16))
+  config = config_of("distill:slat_flow_L", **_l_overrides(base, "slat", **{
+      "data.condition": "tokens", "data.token_dir": str(tmp_path)}))
+  mesh = partitioning.make_mesh(config.mesh)
+  batch = jax.tree.map(np.asarray, next(inputs.TrainInputs(config, tmp_path, mesh)))
+  assert set(batch) == {"x0", "cond"} and batch["cond"].dtype == np.float16
+  assert batch["cond"].shape == (2, 1, *trellis_inputs.TOKEN_SHAPE)  # 2 per step as 2 micro-batches of 1
+  assert set(np.unique(batch["cond"])) <= {1.0, 2.0}
+  norm = trellis_builder.PUBLISHED_SLAT_NORMALIZATION
+  expected = {}
+  for sha in info["good"]:
+    npz = np.load(os.path.join(root, "latents", LATENT_MODELS["slat"], f"{sha}.npz"))
+    coords, feats = npz["coords"], npz["feats"]
+    expected.update({tuple(c): (f - norm["mean"]) / norm["std"] for c, f in zip(coords, feats)})
+  x0 = batch["x0"]
+  rows = [(tuple(c[1:]), f) for c, f, m in zip(x0["coords"].reshape(-1, 4), x0["feats"].reshape(-1, 8),
+                                                 x0["mask"].reshape(-1)) if m]
+  assert rows
+  for coords, feats in rows:
+    np.testing.assert_allclose(feats, expected[coords], rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cluster launch scripts: their dry runs print the exact commands.
+
+def test_slurm_dry_run_prints_sbatch_and_srun():
+  r = subprocess.run(["bash", "launch/slurm_train.sh", "--dry_run", "--config=configs/distill.py:ss_flow_L",
+                      "--workdir=/shared/runs/a b"], cwd=ROOT, env=dict(os.environ, NODES="4", GPUS_PER_NODE="8"),
+                     capture_output=True, text=True, timeout=60)
+  assert r.returncode == 0, r.stderr
+  lines = r.stdout.splitlines()
+  assert lines[1] == (f"sbatch --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 {ROOT}/launch/slurm_train.sh "
+                      r"--config=configs/distill.py:ss_flow_L --workdir=/shared/runs/a\ b ")
+  assert lines[3] == (f"srun --nodes=4 --ntasks-per-node=8 --kill-on-bad-exit=1 python {ROOT}/launch/train.py "
+                      r"--distributed --config=configs/distill.py:ss_flow_L --workdir=/shared/runs/a\ b ")
+  assert "(32 GPUs, 32 processes)" in lines[2]
+  per_node = subprocess.run(["bash", "launch/slurm_train.sh", "--dry_run", "--workdir=/w"], cwd=ROOT, timeout=60,
+                            env=dict(os.environ, NODES="2", GPUS_PER_NODE="4", PER="node"), capture_output=True,
+                            text=True)
+  assert r"--ntasks-per-node=1 --kill-on-bad-exit=1" in per_node.stdout
+  assert r"--distributed --local_device_ids=0\,1\,2\,3 --workdir=/w" in per_node.stdout
+
+
+def test_tpu_dry_run_prints_one_ssh_to_all_workers():
+  r = subprocess.run(["bash", "launch/tpu_train.sh", "--dry_run", "--config=configs/distill.py:ss_flow_L",
+                      "--workdir=/mnt/runs/a b"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                     env=dict(os.environ, TPU_NAME="pod", ZONE="us-east5-a", PROJECT="proj"))
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.strip() == (
+      r"gcloud compute tpus tpu-vm ssh pod --zone=us-east5-a --project=proj --worker=all --command=cd\ "
+      r"~/mdt-jax\ \&\&\ python3\ launch/train.py\ --distributed\ --config=configs/distill.py:ss_flow_L\ "
+      r"--workdir=/mnt/runs/a\\\ b")
+  missing = subprocess.run(["bash", "launch/tpu_train.sh", "--dry_run"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60, env={k: v for k, v in os.environ.items() if k not in ("TPU_NAME", "ZONE")})
+  assert missing.returncode != 0 and "TPU_NAME" in missing.stderr
