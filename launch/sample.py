@@ -4,6 +4,7 @@
     python launch/sample.py --config=configs/sample.py:trellis_image_L --config.checkpoint_dir=CKPTS \\
         --cond=tokens.npy --config.num_samples=8 --config.ss.steps=12 --out=/tmp/samples
 
+``--image=a.png[,b.png] --dinov2=CKPT``: image-to-3D (TRELLIS's inference crop and DINOv2 tokens).
 ``--cond``: condition tokens, ``.npy`` [L, C] or [K, L, C] (e.g. DINOv2 tokens), or ``FILE.npz:KEY``;
 shape i uses condition i mod K. Default for the tiny variant: the tiny fixtures' random tokens.
 For each shape i it writes ``sample_<i>.npz`` (coords [n, 3] int32 (x, y, z), un-normalised feats
@@ -27,6 +28,11 @@ from mdt_jax.generation import StageSampling, TwoStagePipeline, export  # noqa: 
 _REPO = Path(__file__).resolve().parents[1]
 _CONFIG = config_flags.DEFINE_config_file("config", str(_REPO / "configs/sample.py") + ":tiny", "Sampling config.")
 _COND = flags.DEFINE_string("cond", None, "Condition tokens: .npy [L, C] / [K, L, C], or FILE.npz:KEY.")
+_IMAGE = flags.DEFINE_list("image", None, "RGBA image(s) to condition on (image-to-3D): TRELLIS's inference crop, "
+                           "then DINOv2 tokens; replaces --cond.")
+_DINOV2 = flags.DEFINE_string("dinov2", None, "DINOv2 checkpoint (.safetensors, or .pth with the torch extra) for --image.")
+_DINOV2_CONFIG = flags.DEFINE_string("dinov2_config", None, "DINOv2 preset name or constructor json "
+                                     "(default: dinov2_vitl14_reg).")
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 _TINY_COND = str(_REPO / "tests/fixtures/trellis/ss_flow.io.npz") + ":cond"
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -48,6 +54,18 @@ def load_cond(spec: str) -> np.ndarray:
   return cond
 
 
+def image_cond(paths: list[str]) -> np.ndarray:
+  """RGBA images -> TRELLIS condition tokens [K, 1 + R + N, C] from the frozen DINOv2."""
+  if not _DINOV2.value:
+    raise app.UsageError("--image needs --dinov2=<DINOv2 checkpoint>")
+  from conversion import dinov2
+  from mdt_jax.data.image import preprocess_inference_image
+  from mdt_jax.encoders import encode_images
+  model, params = dinov2.load_checkpoint(_DINOV2.value, _DINOV2_CONFIG.value)
+  images = np.stack([preprocess_inference_image(p) for p in paths])
+  return np.asarray(jax.jit(lambda p, x: encode_images(model, p, x))(params, images))
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -55,10 +73,13 @@ def main(argv):
     raise app.UsageError("set --config.checkpoint_dir to the directory holding the checkpoints")
   if config.compute_dtype not in _DTYPES:
     raise app.UsageError(f"config.compute_dtype {config.compute_dtype!r} not in {sorted(_DTYPES)}")
-  cond_spec = _COND.value or (_TINY_COND if config.variant == "tiny" else None)
-  if cond_spec is None:
-    raise app.UsageError("--cond is required for this variant (condition tokens, e.g. DINOv2 features)")
-  cond = load_cond(cond_spec)
+  if _IMAGE.value:
+    cond = image_cond(_IMAGE.value)
+  else:
+    cond_spec = _COND.value or (_TINY_COND if config.variant == "tiny" else None)
+    if cond_spec is None:
+      raise app.UsageError("--cond or --image is required for this variant")
+    cond = load_cond(cond_spec)
   out = Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
 
