@@ -9,6 +9,9 @@ launch/train.py runs: batch_split micro-batches, the frozen DINOv2 encoding the 
 abstract inputs of the published batch (8 per device and step, in 2 micro-batches of 4), then prints XLA's
 ``compile().memory_analysis()`` for one device: arguments, outputs, temporaries, and the peak
 estimate arguments + outputs - aliased (donated) + temporaries, next to the state's own share.
+The executable is never run, so the CPU backend's LLVM optimisations are off
+(``jax_disable_most_optimizations``): the HLO passes that decide fusion and buffer assignment, hence
+the figures, still run, and the compile takes minutes instead of much longer.
 
 Meshes: ``data`` is the configs' default (pure data parallel: every device holds all params and
 optimizer state); ``fsdp`` shards params, EMA, optimizer state, teacher and encoder over 8 devices
@@ -94,6 +97,9 @@ def measure(variant, mesh_name):
   with_sharding = lambda tree, shardings: jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
   state, frozen = with_sharding(state, state_shardings), with_sharding(frozen, frozen_shardings)
+  print(f"train_memory[{variant}, mesh {dict(mesh.shape)}]: per device, state (params, EMA, AdamW, clipper) "
+        f"{_bytes_per_device(state) / GIB:.2f} GiB, teacher + DINOv2 {_bytes_per_device(frozen) / GIB:.2f} GiB; "
+        f"compiling ...", flush=True)
   step = jit_train_step(config, optimizer, mesh, state_shardings, frozen_shardings, student=student,
                         teacher=student, image_encoder=encoder)
   start = time.perf_counter()
@@ -117,6 +123,7 @@ def main(argv):
   del argv
   if jax.device_count() != _DEVICES.value:
     raise SystemExit(f"needs {_DEVICES.value} devices, got {jax.device_count()} (write --devices=N)")
+  jax.config.update("jax_disable_most_optimizations", True)
   print(f"jax {jax.__version__}, {jax.device_count()} forced CPU devices")
   for variant in _VARIANTS.value:
     for mesh_name in _MESHES.value:
