@@ -68,6 +68,15 @@ def tree_shardings(tree, mesh: Mesh):
       lambda path, x: NamedSharding(mesh, param_spec(_path_str(path), tuple(np.shape(x)), mesh)), tree)
 
 
+def gathered_shardings(tree, mesh: Mesh):
+  """The shardings the networks compute with: as ``tree_shardings`` without the fsdp axis, i.e. the
+  params all-gathered over fsdp (ZeRO-3) and still split over tensor. Constraining params to these
+  inside the step keeps activations split over the batch axes; otherwise XLA may resolve the
+  fsdp axis shared by a kernel's input dimension and the batch by gathering the activations."""
+  drop = lambda spec: P(*[None if a == "fsdp" else a for a in spec])
+  return jax.tree.map(lambda s: NamedSharding(mesh, drop(s.spec)), tree_shardings(tree, mesh))
+
+
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   """Leading (batch or per-device) axis over (data, fsdp); the rest replicated."""
   return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))

@@ -10,7 +10,7 @@ import optax
 from mdt_jax import encoders
 from mdt_jax.distill import objective
 from mdt_jax.sparse import SparseTensor
-from mdt_jax.train.partitioning import replicated
+from mdt_jax.train.partitioning import gathered_shardings, replicated
 from mdt_jax.train.inputs import micro_batch_per_device
 from mdt_jax.train.optimizer import ema_update, trainable_mask
 from mdt_jax.train.state import TrainState
@@ -46,27 +46,30 @@ def with_condition(batch: dict, encoder_params, encode_image) -> dict:
   return batch
 
 
-def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: bool, encode_image=None):
+def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: bool, encode_image=None,
+                    gather=lambda tree: tree):
   """-> ``train_step(state, frozen, micro_batches) -> (state, metrics)``.
 
   frozen: ``{"teacher": params or {}, "image_encoder": params or {}}``, never differentiated.
   micro_batches: the step's batch as ``config.batch_split`` micro-batches stacked on a leading axis
   (``batch_size_per_device / batch_split`` instances per batch shard each, as TrainInputs yields).
   encode_image: ``(encoder_params, images [B, H, W, 3]) -> cond [B, L, C]``, for batches holding
-  ``cond_image``. Gradients are taken w.r.t. the student only and averaged over the micro-batches;
-  a step whose loss or gradient norm is not finite is not applied (params, optimizer and EMA
-  unchanged) and is counted in ``state.skipped``.
+  ``cond_image``. gather: params tree -> the params the networks compute with (jit_train_step's
+  all-gather over fsdp; its transpose reduce-scatters the gradients). Gradients are taken w.r.t. the
+  student only and averaged over the micro-batches; a step whose loss or gradient norm is not finite
+  is not applied (params, optimizer and EMA unchanged) and is counted in ``state.skipped``.
   """
   kwargs = dict(student_apply=student_apply, teacher_apply=teacher_apply, config=config)
   if sparse:
     loss_fn = functools.partial(per_device_objective, instances_per_device=micro_batch_per_device(config), **kwargs)
   else:
     loss_fn = functools.partial(objective, **kwargs)
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  grad_fn = jax.value_and_grad(lambda params, *args: loss_fn(gather(params), *args), has_aux=True)
   ema_rates = tuple(config.ema_rates)
 
   def train_step(state: TrainState, frozen, micro_batches):
     rng = jax.random.fold_in(state.rng, state.step)
+    frozen = gather(frozen)
 
     def accumulate(grads_sum, inputs):
       index, micro = inputs
@@ -99,11 +102,13 @@ def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: 
 def jit_train_step(config, optimizer, mesh, state_shardings, frozen_shardings, *, student, teacher=None,
                    image_encoder=None):
   """``make_train_step`` for these Flax modules, jitted with explicit shardings and the state donated:
-  ``(state, frozen, micro_batches) -> (state, metrics)``; metrics come back replicated."""
+  ``(state, frozen, micro_batches) -> (state, metrics)``; metrics come back replicated. The networks
+  compute with their params all-gathered over fsdp (partitioning.gathered_shardings)."""
   apply = lambda model: (lambda p, x, t, c: model.apply({"params": p}, x, t, c))
   step_fn = make_train_step(
       config, optimizer, student_apply=apply(student), teacher_apply=apply(teacher) if teacher is not None else None,
       sparse=config.stage == "slat",
-      encode_image=functools.partial(encoders.encode_images, image_encoder) if image_encoder is not None else None)
+      encode_image=functools.partial(encoders.encode_images, image_encoder) if image_encoder is not None else None,
+      gather=lambda tree: jax.lax.with_sharding_constraint(tree, gathered_shardings(tree, mesh)))
   return jax.jit(step_fn, in_shardings=(state_shardings, frozen_shardings, None),
                  out_shardings=(state_shardings, replicated(mesh)), donate_argnums=(0,))
