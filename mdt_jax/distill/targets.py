@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from mdt_jax import latents
 from mdt_jax.flow.guidance import evaluate, guided
 from mdt_jax.flow.paths import diffuse
+from mdt_jax.models.attention import forward_mode_autodiff
 from mdt_jax.latents import Latent
 
 Apply = Callable[[Any, Latent, jax.Array, jax.Array], Latent]
@@ -52,7 +53,8 @@ def _jvp(apply: Apply, params, x: Latent, t, cond, dx: Latent) -> tuple[Latent, 
   """(u(x, t), d/ds u(x + s dx, t + s)) at s = 0, differentiating through the features only."""
   def f(values, tt):
     return latents.feats(apply(params, latents.map_feats(lambda _: values, x), tt, cond))
-  primal, tangent = jax.jvp(f, (latents.feats(x), t), (latents.feats(dx), jnp.ones_like(t)))
+  with forward_mode_autodiff():     # the blocked attention's custom VJP does not take a JVP
+    primal, tangent = jax.jvp(f, (latents.feats(x), t), (latents.feats(dx), jnp.ones_like(t)))
   return latents.map_feats(lambda _: primal, x), latents.map_feats(lambda _: tangent, x)
 
 
