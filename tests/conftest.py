@@ -28,6 +28,16 @@ def assert_close(actual, expected, *, atol=1e-5, rtol=1e-5, relative_to_max=Fals
                                 f"atol {atol:.3g} + rtol {rtol:g}|ref| at flat index {worst}")
 
 
+def random_zero_inits(params, seed=0, std=0.1):
+  """Params with every all-zero leaf (TRELLIS zero-initialises adaLN, out_layer, conv2 and biases)
+  redrawn from N(0, std^2), so that a freshly initialised network's every weight matters in a test."""
+  import jax
+  leaves, treedef = jax.tree.flatten(params)
+  rng = np.random.default_rng(seed)
+  leaves = [rng.normal(0, std, leaf.shape).astype(leaf.dtype) if not np.any(leaf) else leaf for leaf in leaves]
+  return jax.tree.unflatten(treedef, leaves)
+
+
 @pytest.fixture(scope="session")
 def trellis_dir():
   return TRELLIS_DIR

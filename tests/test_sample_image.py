@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from conversion import trellis
+from conftest import random_zero_inits
 from fixture_scan import TRELLIS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ def _tiny_checkpoints(directory: Path, cond_channels: int):
     config = trellis.read_config(TRELLIS_DIR / name)
     config["args"]["cond_channels"] = cond_channels
     model = trellis.build_model(config)
-    params = jax.jit(lambda key, m=model: trellis.init_params(m, key))(jax.random.PRNGKey(0))
+    params = random_zero_inits(jax.jit(lambda key, m=model: trellis.init_params(m, key))(jax.random.PRNGKey(0)))
     trellis.save_checkpoint(directory / name, model, params)
   for suffix in (".json", ".safetensors"):
     shutil.copy(TRELLIS_DIR / f"ss_dec{suffix}", directory / f"ss_dec{suffix}")

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdt_jax.models import initializers
+
 
 def timestep_embedding(t: jax.Array, dim: int = 256, max_period: float = 10000.0) -> jax.Array:
   """[B] model time (0..1000) -> [B, dim] float32 ``[cos(t f), sin(t f)]``, cosine first."""
@@ -53,5 +55,5 @@ class TimestepEmbedder(nn.Module):
   @nn.compact
   def __call__(self, t):
     h = timestep_embedding(t, self.frequency_embedding_size)
-    h = nn.Dense(self.hidden_size, name="mlp_0")(h)
-    return nn.Dense(self.hidden_size, name="mlp_2")(nn.silu(h))
+    h = initializers.dense(self.hidden_size, "mlp_0", kernel_init=initializers.TIMESTEP_MLP)(h)
+    return initializers.dense(self.hidden_size, "mlp_2", kernel_init=initializers.TIMESTEP_MLP)(nn.silu(h))

@@ -43,6 +43,8 @@ class MultiHeadRMSNorm(nn.Module):
   def __call__(self, x):
     gamma = self.param("gamma", nn.initializers.ones, (self.num_heads, self.head_dim))
     x32 = x.astype(jnp.float32)
-    norm = jnp.sqrt(jnp.sum(jnp.square(x32), axis=-1, keepdims=True))
-    y = x32 / jnp.maximum(norm, 1e-12) * gamma * (self.head_dim ** 0.5)
+    # 1 / max(||x||, 1e-12) as rsqrt(max(||x||^2, 1e-24)): the same value, and a zero vector (a
+    # padding row of a freshly initialised sparse model) gets a zero gradient instead of 0 * inf.
+    inv_norm = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(x32), axis=-1, keepdims=True), 1e-24))
+    y = x32 * inv_norm * gamma * (self.head_dim ** 0.5)
     return y.astype(x.dtype)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conversion import common
+from mdt_jax.models import initializers
 from mdt_jax.models.embeddings import TimestepEmbedder, absolute_position_embedding
 from mdt_jax.models.norms import LayerNorm32
 from mdt_jax.models.sparse_resblock import SparseResBlock3d
@@ -140,9 +141,9 @@ class SLatFlowModel(nn.Module):
       tables.append(neighbour_table(coords, mask, resolution=self.resolution >> (level + 1), batch_size=b))
       samplings.append(sampling)
 
-    feats = nn.Dense(stages[0] if stages else c, name="input_layer")(x.feats.astype(jnp.float32))
+    feats = initializers.dense(stages[0] if stages else c, "input_layer")(x.feats.astype(jnp.float32))
     emb = TimestepEmbedder(c, name="t_embedder")(1000.0 * t)
-    mod = nn.Dense(6 * c, name="adaLN_modulation_1")(nn.silu(emb)) if self.share_mod else emb
+    mod = initializers.dense(6 * c, "adaLN_modulation_1", kernel_init=initializers.ZERO)(nn.silu(emb)) if self.share_mod else emb
     h = SparseTensor(coords=x.coords, feats=feats.astype(self.dtype), mask=x.mask, batch_size=b)
     emb, mod, cond = emb.astype(self.dtype), mod.astype(self.dtype), cond.astype(self.dtype)
 
@@ -181,7 +182,7 @@ class SLatFlowModel(nn.Module):
             h, emb, tables[level], samplings[level] if up else None)
         k += 1
 
-    out = nn.Dense(self.out_channels, name="out_layer")(LayerNorm32(1e-5)(h.feats.astype(jnp.float32)))
+    out = initializers.dense(self.out_channels, "out_layer", kernel_init=initializers.ZERO)(LayerNorm32(1e-5)(h.feats.astype(jnp.float32)))
     out = jnp.where(x.mask[:, None], out, 0)
     overflow = jnp.any(jnp.stack([s.overflow for s in samplings])) if samplings else False
     return x.replace_feats(jnp.where(overflow, jnp.nan, out))

@@ -6,6 +6,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mdt_jax.models import initializers
 from mdt_jax.models.norms import LayerNorm32
 from mdt_jax.sparse.conv import SparseConv3d
 from mdt_jax.sparse.resample import Downsampling
@@ -36,7 +37,7 @@ class SparseResBlock3d(nn.Module):
     if self.resample not in (None, "down", "up"):
       raise ValueError(f"SparseResBlock3d: resample must be None, 'down' or 'up', got {self.resample!r}")
     c = self.out_channels
-    e = nn.Dense(2 * c, dtype=self.dtype, name="emb_layers_1")(nn.silu(emb))
+    e = initializers.dense(2 * c, "emb_layers_1", dtype=self.dtype)(nn.silu(emb))
     if self.resample == "down":
       x = sampling.pool(x)
     elif self.resample == "up":
@@ -46,6 +47,6 @@ class SparseResBlock3d(nn.Module):
     h = LayerNorm32(1e-6, affine=True, name="norm1")(x.feats)
     h = SparseConv3d(c, self.dtype, name="conv1")(nn.silu(h), neighbours)
     h = LayerNorm32(1e-6, name="norm2")(h) * (1 + scale) + shift
-    h = SparseConv3d(c, self.dtype, name="conv2")(nn.silu(h), neighbours)
-    skip = x.feats if x.feats.shape[-1] == c else nn.Dense(c, dtype=self.dtype, name="skip_connection")(x.feats)
+    h = SparseConv3d(c, self.dtype, kernel_init=initializers.ZERO, name="conv2")(nn.silu(h), neighbours)
+    skip = x.feats if x.feats.shape[-1] == c else initializers.dense(c, "skip_connection", dtype=self.dtype)(x.feats)
     return x.replace_feats(jnp.where(x.mask[:, None], h + skip, 0))

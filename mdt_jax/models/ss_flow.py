@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdt_jax.models import initializers
 from mdt_jax.models.embeddings import TimestepEmbedder, absolute_position_embedding, grid_coords
 from mdt_jax.models.norms import LayerNorm32
 from mdt_jax.models.transformer import ModulatedTransformerCrossBlock
@@ -108,10 +109,10 @@ class SparseStructureFlowModel(nn.Module):
                        f"for B = {x.shape[0]}, got t {t.shape}, cond {cond.shape}")
     c = self.model_channels
     pos_emb = self.param("pos_emb", lambda _: self.pos_emb_table())
-    h = nn.Dense(c, name="input_layer")(patchify(x.astype(jnp.float32), p)) + pos_emb[None]
+    h = initializers.dense(c, "input_layer")(patchify(x.astype(jnp.float32), p)) + pos_emb[None]
     emb = TimestepEmbedder(c, name="t_embedder")(1000.0 * t)
     if self.share_mod:
-      emb = nn.Dense(6 * c, name="adaLN_modulation_1")(nn.silu(emb))
+      emb = initializers.dense(6 * c, "adaLN_modulation_1", kernel_init=initializers.ZERO)(nn.silu(emb))
 
     block_cls = nn.remat(ModulatedTransformerCrossBlock) if self.use_checkpoint else ModulatedTransformerCrossBlock
     h, emb, cond = h.astype(self.dtype), emb.astype(self.dtype), cond.astype(self.dtype)
@@ -119,5 +120,5 @@ class SparseStructureFlowModel(nn.Module):
       h = block_cls(c, self.heads, self.mlp_ratio, share_mod=self.share_mod, qk_rms_norm=self.qk_rms_norm,
                     qk_rms_norm_cross=self.qk_rms_norm_cross, dtype=self.dtype, name=f"blocks_{i}")(h, emb, cond)
     h = LayerNorm32(1e-5)(h.astype(jnp.float32))
-    h = nn.Dense(self.out_channels * p ** 3, name="out_layer")(h)
+    h = initializers.dense(self.out_channels * p ** 3, "out_layer", kernel_init=initializers.ZERO)(h)
     return unpatchify(h, p, self.grid)

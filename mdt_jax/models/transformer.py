@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mdt_jax.models import initializers
 from mdt_jax.models.attention import attention
 from mdt_jax.models.norms import LayerNorm32, MultiHeadRMSNorm
 
@@ -33,7 +34,7 @@ class MultiHeadAttention(nn.Module):
   def __call__(self, x, context=None, *, q_segment_ids=None, kv_segment_ids=None):
     b, n, _ = x.shape
     head_dim = self.channels // self.num_heads
-    dense = lambda feats, name: nn.Dense(feats, dtype=self.dtype, name=name)
+    dense = lambda feats, name: initializers.dense(feats, name, dtype=self.dtype)
     if self.cross:
       q = dense(self.channels, "to_q")(x).reshape(b, n, self.num_heads, head_dim)
       kv = dense(2 * self.channels, "to_kv")(context)
@@ -57,9 +58,9 @@ class FeedForward(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    h = nn.Dense(int(self.channels * self.mlp_ratio), dtype=self.dtype, name="mlp_0")(x)
+    h = initializers.dense(int(self.channels * self.mlp_ratio), "mlp_0", dtype=self.dtype)(x)
     h = nn.gelu(h, approximate=True)
-    return nn.Dense(self.channels, dtype=self.dtype, name="mlp_2")(h)
+    return initializers.dense(self.channels, "mlp_2", dtype=self.dtype)(h)
 
 
 class ModulatedTransformerCrossBlock(nn.Module):
@@ -79,7 +80,8 @@ class ModulatedTransformerCrossBlock(nn.Module):
   @nn.compact
   def __call__(self, x, emb, cond, *, segment_ids=None, cond_segment_ids=None):
     c = self.channels
-    mod = emb if self.share_mod else nn.Dense(6 * c, dtype=self.dtype, name="adaLN_modulation_1")(nn.silu(emb))
+    mod = emb if self.share_mod else initializers.dense(6 * c, "adaLN_modulation_1", dtype=self.dtype,
+                                                                   kernel_init=initializers.ZERO)(nn.silu(emb))
     mod = mod[:, None, :] if segment_ids is None else mod[jnp.maximum(segment_ids, 0)]
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=-1)
 

@@ -9,11 +9,13 @@ faster than gathering before each tap's matmul.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mdt_jax.models import initializers
 
 Dtype = Any
 
@@ -45,11 +47,11 @@ class SubMConv3d(nn.Module):
   """
   features: int
   dtype: Dtype = jnp.float32
+  kernel_init: Callable = initializers.SPARSE_CONV
 
   @nn.compact
   def __call__(self, feats, neighbours):
-    kernel = self.param("kernel", nn.initializers.lecun_normal(in_axis=(0, 1, 2, 3), out_axis=4),
-                        (3, 3, 3, feats.shape[-1], self.features))
+    kernel = self.param("kernel", self.kernel_init, (3, 3, 3, feats.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     return sparse_conv3d(feats.astype(self.dtype), neighbours, kernel, bias)
 
@@ -58,7 +60,8 @@ class SparseConv3d(nn.Module):
   """TRELLIS's ``SparseConv3d`` wrapper: params under ``conv`` (``<module>.conv.weight/.bias``)."""
   features: int
   dtype: Dtype = jnp.float32
+  kernel_init: Callable = initializers.SPARSE_CONV
 
   @nn.compact
   def __call__(self, feats, neighbours):
-    return SubMConv3d(self.features, self.dtype, name="conv")(feats, neighbours)
+    return SubMConv3d(self.features, self.dtype, self.kernel_init, name="conv")(feats, neighbours)

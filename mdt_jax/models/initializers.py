@@ -1,0 +1,25 @@
+"""Fresh initialisation of the flow transformers: TRELLIS's scheme, which is DiT's.
+
+Linear layers get xavier-uniform kernels and zero biases; the time-embedding MLP N(0, 0.02^2)
+kernels. Every adaLN modulation, the output layer and each sparse res-block's second conv start at
+zero (kernel and bias; fixtures README: "TRELLIS initialises to zero (adaLN, out_layer, conv2)"),
+so each residual branch starts as the identity and the initial velocity is 0. Sparse 3x3x3 conv
+kernels otherwise keep a fan-in-scaled init, as TRELLIS leaves them at the framework default.
+Loaded checkpoints overwrite all of this; it matters for teachers trained from scratch.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+LINEAR = nn.initializers.xavier_uniform()
+TIMESTEP_MLP = nn.initializers.normal(0.02)
+ZERO = nn.initializers.zeros
+SPARSE_CONV = nn.initializers.lecun_normal(in_axis=(0, 1, 2, 3), out_axis=4)  # kernel [3, 3, 3, C_in, C_out]
+
+
+def dense(features: int, name: str, *, dtype: Any = jnp.float32, kernel_init=LINEAR) -> nn.Dense:
+  """A linear layer of the flow transformers (zero bias; ``kernel_init`` LINEAR unless stated)."""
+  return nn.Dense(features, dtype=dtype, kernel_init=kernel_init, name=name)
