@@ -38,6 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
       condition="image",              # trellis: image (views encoded in the step) | tokens (precomputed).
       token_dir="",                   # precomputed DINOv2 tokens (condition="tokens").
       max_num_voxels=32768,           # per-instance filter (SLat), as TRELLIS's dataset.
+      min_capacity=0,                 # sparse: rows per device at least this (a bucket_capacity value) ...
+      min_coarse_capacity=0,          # ... and coarse rows at least this: fewer distinct programs to compile.
       min_aesthetic_score=ml_collections.config_dict.placeholder(float),  # None: no aesthetic filter.
       on_bad_data="raise",            # trellis build: "raise" (name the file) or "skip" (and count).
       num_threads=2))

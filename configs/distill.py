@@ -58,6 +58,9 @@ def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
   config.lr = 1e-4                    # 1e-3 trained the teacher; distillation starts from it: smaller.
   config.ema_rates = (0.99,)           # short runs: a fast EMA.
   config.batch_size_per_device = 32 if config.stage == "ss" else 16
+  if config.stage == "slat":  # one compiled step for nearly every batch: see configs/teacher.py.
+    config.data.min_capacity = 6144
+    config.data.min_coarse_capacity = 1536
   config.total_steps = 300
   config.log_every = 25
   config.checkpoint_every = 100

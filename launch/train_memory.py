@@ -40,7 +40,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from configs import distill  # noqa: E402
 from conversion import dinov2, trellis  # noqa: E402
 from mdt_jax.data.image import IMAGE_SIZE  # noqa: E402
-from mdt_jax.sparse import bucket_capacity  # noqa: E402
+from mdt_jax.sparse import SparseShards, bucket_capacity  # noqa: E402
 from mdt_jax.train import models, partitioning  # noqa: E402
 from mdt_jax.train.inputs import micro_batch_per_device  # noqa: E402
 from mdt_jax.train.optimizer import make_optimizer  # noqa: E402
@@ -65,7 +65,7 @@ def _bytes_per_device(tree):
   return total
 
 
-def _abstract_batch(config, mesh):
+def _abstract_batch(config, mesh, coarse_levels):
   """ShapeDtypeStructs of one step's input: [batch_split, global micro-batch or shards, ...], batch-sharded."""
   splits, shards = config.batch_split, int(np.prod([mesh.shape[a] for a in partitioning.BATCH_AXES]))
   micro = micro_batch_per_device(config)
@@ -76,8 +76,11 @@ def _abstract_batch(config, mesh):
   if config.stage == "ss":
     return {"x0": spec(batch, 16, 16, 16, 8), "cond_image": image}
   cap = bucket_capacity(micro * _SLAT_VOXELS.value)
-  return {"x0": {"coords": spec(shards, cap, 4, dtype=jnp.int32), "feats": spec(shards, cap, 8),
-                 "mask": spec(shards, cap, dtype=jnp.bool_)}, "cond_image": image}
+  # A surface's voxels share a 2x parent about 4 at a time; a third is a conservative parent count.
+  coarse = bucket_capacity(micro * _SLAT_VOXELS.value // 3)
+  x0 = SparseShards(coords=spec(shards, cap, 4, dtype=jnp.int32), feats=spec(shards, cap, 8),
+                    mask=spec(shards, cap, dtype=jnp.bool_), batch_size=micro, coarse_capacities=(coarse,) * coarse_levels)
+  return {"x0": x0, "cond_image": image}
 
 
 def measure(variant, mesh_name):
@@ -103,7 +106,7 @@ def measure(variant, mesh_name):
   step = jit_train_step(config, optimizer, mesh, state_shardings, frozen_shardings, student=student,
                         teacher=student, image_encoder=encoder)
   start = time.perf_counter()
-  compiled = step.lower(state, frozen, _abstract_batch(config, mesh)).compile()
+  compiled = step.lower(state, frozen, _abstract_batch(config, mesh, len(getattr(student, "stages", ())))).compile()
   seconds = time.perf_counter() - start
   stats = compiled.memory_analysis()
   if stats is None:

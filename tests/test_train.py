@@ -28,6 +28,8 @@ from safetensors.numpy import load_file
 
 from conversion import trellis
 from configs import distill as distill_configs, teacher as teacher_configs
+from conftest import random_zero_inits
+from mdt_jax import sparse
 from mdt_jax.data import trellis_builder, trellis_inputs, trellis_testing
 from mdt_jax.train import inputs, models, partitioning
 from mdt_jax.train.loop import train
@@ -251,6 +253,7 @@ def tiny_step():
   frozen = {"teacher": {}, "image_encoder": {}}
   with quick_compiles():
     student, params, _, _ = models.student_and_teacher(config)
+    params = random_zero_inits(params)  # every leaf gets a gradient (zero-initialised ones would not move)
     optimizer = make_optimizer(config, params)
     state = jax.jit(lambda p: init_state(p, optimizer, config.ema_rates, 0))(params)
     step = jax.jit(make_train_step(config, optimizer, student_apply=lambda p, x, t, c: student.apply({"params": p}, x, t, c),
@@ -360,7 +363,8 @@ def test_slat_flow_L_inputs_tokens_filters_and_normalisation(trellis_root, tmp_p
       np.save(tmp_path / sha / f"{view}.npy", np.full(trellis_inputs.TOKEN_SHAPE, int(view) + 1, np.float16))
   config = config_of("distill:slat_flow_L", **_trellis_data(base, "slat"),
                      **{"data.condition": "tokens", "data.token_dir": str(tmp_path)})
-  batch = jax.tree.map(np.asarray, next(inputs.TrainInputs(config, tmp_path, partitioning.make_mesh(config.mesh))))
+  batch = jax.tree.map(np.asarray, next(inputs.TrainInputs(config, tmp_path, partitioning.make_mesh(config.mesh),
+                                                          coarse_levels=1)))
   summary = trellis_builder.build_summary(inputs.trellis_dataset_builder(config, tmp_path))
   assert summary["written"] == 4
   assert summary["filtered"] == {"aesthetic_score below 4.5": 1, "more than 80 voxels": 1}
@@ -373,8 +377,9 @@ def test_slat_flow_L_inputs_tokens_filters_and_normalisation(trellis_root, tmp_p
     npz = np.load(os.path.join(root, "latents", trellis_testing.SLAT_MODEL, f"{sha}.npz"))
     expected.update({tuple(c): (f - norm["mean"]) / norm["std"] for c, f in zip(npz["coords"], npz["feats"])})
   x0 = batch["x0"]
-  rows = [(tuple(c[1:]), f) for c, f, m in zip(x0["coords"].reshape(-1, 4), x0["feats"].reshape(-1, 8),
-                                                 x0["mask"].reshape(-1)) if m]
+  assert x0.batch_size == 1 and x0.coarse_capacities == sparse.coarse_capacities(x0.coords, x0.mask, 1)
+  rows = [(tuple(c[1:]), f) for c, f, m in zip(x0.coords.reshape(-1, 4), x0.feats.reshape(-1, 8),
+                                                 x0.mask.reshape(-1)) if m]
   assert rows
   for coords, feats in rows:
     np.testing.assert_allclose(feats, expected[coords], rtol=1e-5, atol=1e-6)

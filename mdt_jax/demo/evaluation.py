@@ -34,11 +34,11 @@ from mdt_jax.data.toy_features import toy_features
 TOY_CONFIG = "r16"
 
 
-def _jsonable(tree):
+def jsonable(tree):
   if isinstance(tree, dict):
-    return {k: _jsonable(v) for k, v in tree.items()}
+    return {k: jsonable(v) for k, v in tree.items()}
   if isinstance(tree, (list, tuple)):
-    return [_jsonable(v) for v in tree]
+    return [jsonable(v) for v in tree]
   if isinstance(tree, np.ndarray):
     return tree.tolist()
   if isinstance(tree, np.generic):
@@ -111,7 +111,7 @@ class Results:
     if samples is not None:
       self.samples_path(part, name).parent.mkdir(parents=True, exist_ok=True)
       np.savez_compressed(self.samples_path(part, name), **samples)
-    result = _jsonable({**result, "fingerprint": self.fingerprint})
+    result = jsonable({**result, "fingerprint": self.fingerprint})
     path = self.path(part, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

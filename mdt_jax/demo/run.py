@@ -10,6 +10,7 @@ parts; the latency block is measured in one go, all methods one after another, a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import time
@@ -35,7 +36,19 @@ _TRAIN_COMPILE_S = {"ss": 60.0, "slat": 180.0}
 _COMPILE_S = {"ss": 9.0, "slat": 12.0}
 
 
-def _digest(stem) -> str:
+def check_condition_table(stem) -> None:
+  """A teacher shipped with `condition_table.json` beside it must have been trained with today's tokens."""
+  path = Path(stem).parent / "condition_table.json"
+  if not path.exists():
+    return
+  table = json.loads(path.read_text())
+  actual = toy_condition.table_checksum()  # the tokens the demo gives the models
+  if actual != table["sha256"]:
+    raise ValueError(f"{path}: the teachers were trained with condition tokens of sha256 {table['sha256']}, but "
+                     f"mdt_jax.data.toy_condition now gives {actual}: the toy condition table changed")
+
+
+def checkpoint_digest(stem) -> str:
   return hashlib.sha256(Path(f"{stem}.safetensors").read_bytes()).hexdigest()[:16]
 
 
@@ -76,8 +89,9 @@ def run_demo(workdir, plan: DemoPlan, *, teachers: dict, distill_configs: dict, 
   for stage in STAGES:
     models[stage], teacher_params = trellis.load_checkpoint(teachers[stage])
     params[stage] = {"teacher": teacher_params}
-    checkpoints[f"{stage}_teacher"] = _digest(teachers[stage])
+    checkpoints[f"{stage}_teacher"] = checkpoint_digest(teachers[stage])
   for stage in STAGES:
+    check_condition_table(teachers[stage])
     channels = models[stage].cond_channels
     if channels != toy_condition.DEFAULT_CHANNELS:
       raise ValueError(f"the {stage} teacher {teachers[stage]} has cond_channels {channels}; the toy condition "
@@ -95,7 +109,7 @@ def run_demo(workdir, plan: DemoPlan, *, teachers: dict, distill_configs: dict, 
               workdir, stage, student, teacher_digest=checkpoints[f"{stage}_teacher"],
               steps=plan.distill_steps[stage]))
       _, params[stage][student] = trellis.load_checkpoint(runs[(stage, student)]["export"])
-      checkpoints[f"{stage}_{student}"] = _digest(runs[(stage, student)]["export"])
+      checkpoints[f"{stage}_{student}"] = checkpoint_digest(runs[(stage, student)]["export"])
 
   # Evaluation: the same conditions and noises for every method.
   results = evaluation.Results(workdir, {"plan": plan.to_dict(), "checkpoints": checkpoints})

@@ -107,3 +107,19 @@ class SparseTensor:
 
   def replace_feats(self, feats: jax.Array) -> "SparseTensor":
     return self.replace(feats=feats)
+
+
+@flax.struct.dataclass
+class SparseShards:
+  """A batch's per-device SparseTensors stacked on leading axes (CONTRACTS.md section 4).
+
+  coords [..., D, cap, 4] int32, feats [..., D, cap, C], mask [..., D, cap] bool: device d's rows as
+  ``SparseTensor(coords[d], feats[d], mask[d], batch_size)``; leading axes (micro-batches) allowed.
+  ``coarse_capacities`` is static, common to all of them (one compiled program per value), so the
+  model's coarse levels, and the attention over them, run at their own size instead of ``cap``.
+  """
+  coords: jax.Array
+  feats: jax.Array
+  mask: jax.Array
+  batch_size: int = flax.struct.field(pytree_node=False)
+  coarse_capacities: tuple[int, ...] = flax.struct.field(pytree_node=False, default=())

@@ -77,3 +77,20 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
   if unreadable:
     _set_aside(mngr, unreadable)
   return restored
+
+
+def saved_steps(workdir: str | Path) -> list[int]:
+  """Steps of the readable-looking checkpoints of a run, ascending (no model or config needed)."""
+  directory = Path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
+def restore_weights(workdir: str | Path, step: int) -> tuple[dict, list]:
+  """The student's params and its EMAs (in ``config.ema_rates`` order) at ``step`` of a run, as host
+  arrays, read without the model or the optimizer (offline evaluation of a run's checkpoints)."""
+  directory = Path(workdir).absolute() / "checkpoints"
+  if not (directory / str(step)).is_dir():
+    raise FileNotFoundError(f"no checkpoint of step {step} in {directory} (saved: {saved_steps(workdir)})")
+  with ocp.CheckpointManager(directory) as mngr:
+    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  return state["params"], list(state["ema"])

@@ -3,8 +3,10 @@
 A step takes ``batch_size_per_device`` instances per batch shard (a (data, fsdp) mesh position), as
 ``config.batch_split`` micro-batches of ``batch_size_per_device / batch_split`` each (gradient
 accumulation, as TRELLIS's ``batch_size_per_gpu`` and ``batch_split``), stacked on a leading axis.
-Dense latents are ``x0 [B, ...]``; sparse ones a per-shard layout ``{coords, feats, mask} [D, cap, ...]``
-(CONTRACTS.md section 4), the micro-batches padded to one capacity. The condition is ``cond [B, L, C]`` (toy tokens, or precomputed DINOv2
+Dense latents are ``x0 [B, ...]``; sparse ones a ``SparseShards`` of per-shard layouts ``[D, cap, ...]``
+(CONTRACTS.md section 4), the micro-batches padded to one capacity, with static coarse capacities
+(the parents' bucketed count at each of the model's coarse levels, the max over the step's shards and
+hosts) so that the model's coarse levels and its transformer run at their own size. The condition is ``cond [B, L, C]`` (toy tokens, or precomputed DINOv2
 tokens, float16) or ``cond_image [B, 518, 518, 3]`` (views the step encodes with the frozen DINOv2).
 The iterator's position is part of the training checkpoint.
 
@@ -13,6 +15,7 @@ dataset root, built once into TFDS with its filters and the SLat normalisation; 
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -21,6 +24,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mdt_jax.data import pipeline, sparse_batch, toy_builder, toy_inputs, trellis_builder, trellis_inputs
+from mdt_jax.sparse import SparseShards, bucket_capacity, coarse_capacities
 from mdt_jax.train.partitioning import BATCH_AXES
 
 MODEL_KEYS = ("x0", "cond", "cond_image")  # what the step consumes; ids and strings stay on the host
@@ -104,10 +108,36 @@ def _stack_padded(layouts: list[dict]) -> dict:
   return {key: np.stack([pad(layout[key]) for layout in layouts]) for key in layouts[0]}
 
 
-class TrainInputs:
-  """Resumable iterator of global micro-batch stacks: ``next(inputs) -> {key: jax.Array [k, ...]}``."""
+def floored_capacity(floor: int, field: str):
+  """``n -> max(bucket_capacity(n), floor)``; ``floor`` (config.data.<field>) must be 0 or on the ladder.
 
-  def __init__(self, config, workdir, mesh: Mesh):
+  A floor above most batches' needs gives one compiled program instead of one per capacity bucket
+  (each a fresh compilation of the step), at the price of padding."""
+  if floor and bucket_capacity(floor) != floor:
+    raise ValueError(f"config.data.{field}={floor} is not a capacity of mdt_jax.sparse.bucket_capacity's "
+                     f"ladder (16, 24, 32, 48, ...); the nearest above is {bucket_capacity(floor)}")
+  return functools.partial(_floored_bucket, floor=floor)
+
+
+def _floored_bucket(n: int, floor: int) -> int:
+  return max(bucket_capacity(n), floor)
+
+
+def agreed_coarse_capacities(coords, mask, levels: int, floor: int = 0) -> tuple[int, ...]:
+  """Coarse capacities of this host's sparse arrays ``[..., cap, 4]`` (at least ``floor``), the max over
+  all hosts (each host sees only its own shards, and every host must compile the same program)."""
+  local = tuple(max(c, floor) for c in coarse_capacities(coords, mask, levels))
+  if jax.process_count() == 1 or not levels:
+    return local
+  return tuple(int(c) for c in multihost_utils.process_allgather(np.asarray(local, np.int64)).max(0))
+
+
+class TrainInputs:
+  """Resumable iterator of global micro-batch stacks: ``next(inputs) -> {key: jax.Array [k, ...]}``
+  (``x0`` a SparseShards for sparse stages). ``coarse_levels``: the sparse model's number of 2x
+  down-sampling levels (``len(model.stages)``)."""
+
+  def __init__(self, config, workdir, mesh: Mesh, coarse_levels: int = 0):
     if config.data.dataset == "toy":
       self.builder = prepare(toy_dataset_builder(config, workdir))
     elif config.data.dataset == "trellis":
@@ -117,12 +147,16 @@ class TrainInputs:
     source = self.builder.as_data_source()["train"]
     self.layout = host_layout(config, mesh)
     self.sparse = config.stage == "slat"
-    collate = (pipeline.SparseCollate(sparse_batch.voxel_counts(self.builder, "train"), self.layout)
+    collate = (pipeline.SparseCollate(sparse_batch.voxel_counts(self.builder, "train"), self.layout,
+                                      capacity_fn=floored_capacity(config.data.min_capacity, "min_capacity"))
                if self.sparse else pipeline.dense_collate)
     self.iterator = pipeline.batch_iterator(source, _decoder(config), self.layout, seed=config.seed, collate=collate,
                                             num_threads=config.data.num_threads)
     self.splits = config.batch_split
     self.mesh = mesh
+    self.coarse_levels = coarse_levels
+    floored_capacity(config.data.min_coarse_capacity, "min_coarse_capacity")  # validates the field
+    self.min_coarse_capacity = config.data.min_coarse_capacity
 
   def get_state(self) -> dict:
     return self.iterator.get_state()
@@ -137,6 +171,10 @@ class TrainInputs:
     micro = [next(self.iterator) for _ in range(self.splits)]
     host = {k: _stack_padded([m[k] for m in micro]) if isinstance(micro[0][k], dict)
             else np.stack([m[k] for m in micro]) for k in MODEL_KEYS if k in micro[0]}
+    if self.sparse:
+      x0 = host["x0"]
+      coarse = agreed_coarse_capacities(x0["coords"], x0["mask"], self.coarse_levels, self.min_coarse_capacity)
+      host["x0"] = SparseShards(**x0, batch_size=self.layout.instances_per_device, coarse_capacities=coarse)
     return jax.tree.map(self._global, host)
 
   def _global(self, local: np.ndarray) -> jax.Array:

@@ -87,7 +87,7 @@ def train(config, workdir: str | Path):
   # State: abstract shapes -> shardings -> resume or initialise.
   abstract = jax.eval_shape(lambda p: init_state(p, optimizer, config.ema_rates, config.seed), params)
   state_shardings = partitioning.tree_shardings(abstract, mesh)
-  inputs = TrainInputs(config, workdir, mesh)
+  inputs = TrainInputs(config, workdir, mesh, coarse_levels=len(getattr(student, "stages", ())))
   restored = checkpoints.restore_latest(mngr, jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shardings))
   if restored is not None:
@@ -139,7 +139,8 @@ def train(config, workdir: str | Path):
         skipped = int(metrics["skipped"])
       if jax.process_index() == 0:
         with open(workdir / "metrics.jsonl", "a") as f:
-          f.write(json.dumps({"step": step, **{k: np.asarray(v).tolist() for k, v in metrics.items()}}) + "\n")
+          f.write(json.dumps({"step": step, "steps_per_s": rate, "time": time.time(),
+                              **{k: np.asarray(v).tolist() for k, v in metrics.items()}}) + "\n")
       if writer is not None:
         for k, v in metrics.items():
           if np.ndim(v) == 0:

@@ -11,27 +11,28 @@ from mdt_jax import encoders
 from mdt_jax.distill import objective
 from mdt_jax.sparse import SparseTensor
 from mdt_jax.train.partitioning import gathered_shardings, replicated
-from mdt_jax.train.inputs import micro_batch_per_device
 from mdt_jax.train.optimizer import ema_update, trainable_mask
 from mdt_jax.train.state import TrainState
 
 
-def per_device_objective(params, teacher_params, batch, rng, *, instances_per_device, **kwargs):
+def per_device_objective(params, teacher_params, batch, rng, **kwargs):
   """The objective on a sparse batch laid out per device (CONTRACTS.md section 4).
 
-  batch["x0"]: {coords [D, cap, 4], feats [D, cap, C], mask [D, cap]}; batch["cond"] [D*n, L, C].
-  Each device's share is its own SparseTensor; the loss is the mean of the per-device losses (as
-  data-parallel training averages each rank's mean), the metrics likewise.
+  batch["x0"]: SparseShards (coords [D, cap, 4], feats [D, cap, C], mask [D, cap], n = batch_size
+  instances a device, static coarse capacities); batch["cond"] [D*n, L, C]. Each device's share is
+  its own SparseTensor; the loss is the mean of the per-device losses (as data-parallel training
+  averages each rank's mean), the metrics likewise.
   """
   x0 = batch["x0"]
-  devices = x0["coords"].shape[0]
-  cond = batch["cond"].reshape(devices, instances_per_device, *batch["cond"].shape[1:])
+  devices = x0.coords.shape[0]
+  cond = batch["cond"].reshape(devices, x0.batch_size, *batch["cond"].shape[1:])
 
   def one(coords, feats, mask, cond_d, key):
-    tensor = SparseTensor(coords=coords, feats=feats, mask=mask, batch_size=instances_per_device)
+    tensor = SparseTensor(coords=coords, feats=feats, mask=mask, batch_size=x0.batch_size,
+                          coarse_capacities=x0.coarse_capacities)
     return objective(params, teacher_params, {"x0": tensor, "cond": cond_d}, key, **kwargs)
 
-  losses, metrics = jax.vmap(one)(x0["coords"], x0["feats"], x0["mask"], cond, jax.random.split(rng, devices))
+  losses, metrics = jax.vmap(one)(x0.coords, x0.feats, x0.mask, cond, jax.random.split(rng, devices))
   metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
   return jnp.mean(losses), metrics
 
@@ -61,7 +62,7 @@ def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: 
   """
   kwargs = dict(student_apply=student_apply, teacher_apply=teacher_apply, config=config)
   if sparse:
-    loss_fn = functools.partial(per_device_objective, instances_per_device=micro_batch_per_device(config), **kwargs)
+    loss_fn = functools.partial(per_device_objective, **kwargs)
   else:
     loss_fn = functools.partial(objective, **kwargs)
   grad_fn = jax.value_and_grad(lambda params, *args: loss_fn(gather(params), *args), has_aux=True)
