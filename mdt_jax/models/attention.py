@@ -42,6 +42,7 @@ IMPLEMENTATIONS = ("xla", "blocked", "cudnn", "splash")
 BLOCKED_FROM_SCORES = 256 * 256
 BLOCK_Q = 512
 BLOCK_K = 512
+SINGLE_KV_BLOCK_MAX = 2048   # up to this many keys, one key block (no padding, no mask; e.g. 1,374 cond tokens)
 _MASKED = -1e30          # finite "minus infinity": fully masked rows stay NaN-free
 _PAD_Q = jnp.iinfo(jnp.int32).min + 1   # segment ids of rows added to fill the last block
 _PAD_K = jnp.iinfo(jnp.int32).min
@@ -128,13 +129,14 @@ def blocked_attention(q, k, v, q_segment_ids=None, kv_segment_ids=None, *, block
                       block_k: int | None = None):
   """Flash-style attention, [B, L, H, D] in and out (see the module docstring).
 
-  A sequence no longer than its block size is one block (no padding); otherwise it is padded to a
-  multiple of the block and the padding is masked. float32 inside.
+  A sequence no longer than its block size is one block (no padding); so are up to
+  ``SINGLE_KV_BLOCK_MAX`` keys unless ``block_k`` is given. Otherwise a sequence is padded to a
+  multiple of its block and the padded keys are masked. float32 inside.
   """
   b, lq, h, d = q.shape
   lk = k.shape[1]
   bq = min(block_q or BLOCK_Q, lq)
-  bk = min(block_k or BLOCK_K, lk)
+  bk = min(block_k or (lk if lk <= SINGLE_KV_BLOCK_MAX else BLOCK_K), lk)
   pq, pk = -lq % bq, -lk % bk
   segmented = q_segment_ids is not None
   if pk and not segmented:
@@ -160,6 +162,18 @@ def _unblocks(x, axis):
   """Inverse of ``_blocks``: [n, ..., size, ...] -> [..., n * size, ...]."""
   x = jnp.moveaxis(x, 0, axis)
   return x.reshape(x.shape[:axis] + (x.shape[axis] * x.shape[axis + 1],) + x.shape[axis + 2:])
+
+
+def _scan(f, init, xs):
+  """``lax.scan``, or a plain call when there is one step (no loop for XLA to compile)."""
+  if jax.tree.leaves(xs)[0].shape[0] > 1:
+    return jax.lax.scan(f, init, xs)
+  carry, y = f(init, jax.tree.map(lambda a: a[0], xs))
+  return carry, jax.tree.map(lambda a: a[None], y)
+
+
+def _map(f, xs):
+  return _scan(lambda _, x: (None, f(x)), None, xs)[1]
 
 
 def _ranges(seg, size):
@@ -217,7 +231,7 @@ def _flash_forward(q, k, v, q_seg, k_seg, bq, bk):
     init = (jnp.full((b, h, bq), -jnp.inf, jnp.float32), jnp.zeros((b, h, bq), jnp.float32),
             jnp.zeros((b, h, bq, d), jnp.float32))
     xs = (k_blocks, v_blocks) + ((k_seg_blocks,) + k_ranges if segmented else ())
-    (m, l, acc), _ = jax.lax.scan(step, init, xs)
+    (m, l, acc), _ = _scan(step, init, xs)
     seen = l > 0      # False only for rows whose every key block was skipped (no key of their segment)
     out = acc / jnp.where(seen, l, 1.0)[..., None]
     lse = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), jnp.inf)
@@ -225,9 +239,9 @@ def _flash_forward(q, k, v, q_seg, k_seg, bq, bk):
 
   q_blocks = _blocks(q * (1.0 / math.sqrt(d)), bq, 2)
   if segmented:
-    out, lse = jax.lax.map(one_q_block, (q_blocks, _blocks(q_seg, bq, 1), _ranges(q_seg, bq)))
+    out, lse = _map(one_q_block, (q_blocks, _blocks(q_seg, bq, 1), _ranges(q_seg, bq)))
   else:
-    out, lse = jax.lax.map(lambda qi: one_q_block((qi, None, None)), q_blocks)
+    out, lse = _map(lambda qi: one_q_block((qi, None, None)), q_blocks)
   out, lse = _unblocks(out, 2), _unblocks(lse, 2)
   return out, (q, k, v, q_seg, k_seg, out, lse)
 
@@ -269,12 +283,12 @@ def _flash_bwd(bq, bk, residuals, d_out):
         return jax.lax.cond(_overlap((inputs[5], inputs[6]), (kv[3], kv[4])), grads, skip, None)
       return grads(None)
 
-    dqi, (dk, dv) = jax.lax.scan(step, jnp.zeros_like(qi), k_xs)
+    dqi, (dk, dv) = _scan(step, jnp.zeros_like(qi), k_xs)
     dkv = (dkv[0] + _unblocks(dk, 2), dkv[1] + _unblocks(dv, 2))
     return dkv, dqi
 
   zeros = jnp.zeros((b, h, lk, d), jnp.float32)
-  (dk, dv), dq = jax.lax.scan(one_q_block, (zeros, zeros), q_xs)
+  (dk, dv), dq = _scan(one_q_block, (zeros, zeros), q_xs)
   return _unblocks(dq, 2) * scale, dk, dv, None, None
 
 
