@@ -176,13 +176,19 @@ def ss_forward():
     measure(REPORT, "ss_forward", f"{size} fwd", fwd, params, x, t, cond, flops=flops, repeats=repeats(), notes=note)
     r = measure(REPORT, "ss_forward", f"{size} fwd+bwd", _sum_of_squares(fwd), params, x, t, cond, flops=3 * flops,
                 repeats=repeats())
-    if r.notes == "not run (memory)":   # rematerialised blocks: one more forward, far fewer activations kept
-      remat = trellis.build_model({"name": SS_CONFIGS[size]["name"],
-                                   "args": {**SS_CONFIGS[size]["args"], "use_checkpoint": True}})
-      fwd_remat = lambda p, x, t, c: remat.apply({"params": p}, x, t, c)
-      measure(REPORT, "ss_forward", f"{size} fwd+bwd (remat blocks)", _sum_of_squares(fwd_remat), params, x, t, cond,
-              flops=3 * flops, repeats=repeats(), notes="model FLOPs 3x forward; the recomputed forward not counted")
     del params
+    # Past the available memory: rematerialised blocks (XLA:CPU's plan barely shrinks with them), then
+    # half the blocks (the same per-block work, so the same utilisation; FLOPs of the half model).
+    variants = [("remat blocks", {"use_checkpoint": True}), (f"{model.num_blocks // 2} of {model.num_blocks} blocks",
+                                                             {"num_blocks": model.num_blocks // 2})]
+    while r.notes == "not run (memory)" and variants:
+      label, overrides = variants.pop(0)
+      other, other_params = _model(SS_CONFIGS, size, **overrides)
+      f = lambda p, x, t, c, m=other: m.apply({"params": p}, x, t, c)
+      r = measure(REPORT, "ss_forward", f"{size} fwd+bwd ({label})", _sum_of_squares(f), other_params, x, t, cond,
+                  flops=3 * model_flops.ss_flow(other, COND_TOKENS[size]), repeats=repeats(),
+                  notes="model FLOPs 3x forward (a recomputed forward not counted)")
+      del other_params
 
 
 def _ss_inputs(model, size, batch, seed=0):
@@ -316,7 +322,7 @@ def distill_step():
       result = measure(REPORT, "distill_step", f"{kind} {size} {name}", step, student_params, init_opt(student_params),
                        params, batch, jax.random.key(0), flops=flops, repeats=repeats(), carry=2,
                        donate_argnums=(0, 1), notes=f"batch {batch_size}; {obj.describe(evals, batch_size)}")
-      REPORT.figure(f"network evaluations per step [{name}]", f"{len(evals)} forward passes, "
+      REPORT.figure(f"network evaluations per step [{kind} {size} {name}]", f"{len(evals)} forward passes, "
                     f"{sum(e.samples for e in evals) // batch_size} evaluations of the batch, of which "
                     f"{sum(e.samples for e in evals if e.kind != 'fwd') // batch_size} differentiated")
       if name == "vm_vd":
