@@ -11,7 +11,7 @@ SS_TOY = {"name": "SparseStructureFlowModel", "args": dict(
 # one 2x down-sampling stage (width 32) around a width-64 transformer of 4 blocks.
 SLAT_TOY = {"name": "SLatFlowModel", "args": dict(
     resolution=16, in_channels=8, out_channels=8, model_channels=64, cond_channels=64, num_blocks=4,
-    num_heads=4, mlp_ratio=4, patch_size=2, num_io_res_blocks=1, io_block_channels=(32,), pe_mode="ape",
+    num_heads=4, mlp_ratio=4, patch_size=2, num_io_res_blocks=2, io_block_channels=(32,), pe_mode="ape",
     qk_rms_norm=True, use_skip_connection=True, use_fp16=False)}
 
 # TRELLIS-image-large (the published MDT-dist students start from these).

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import random_zero_inits
 from conversion import trellis
 from mdt_jax.demo import plan as demo_plan
 
@@ -36,7 +37,7 @@ def demo(tmp_path_factory):
   for stage, (config, overrides) in TINY.items():
     model = trellis.build_model({"name": config["name"], "args": {**config["args"], **overrides}})
     teachers[stage] = root / f"teacher_{stage}"
-    trellis.save_checkpoint(teachers[stage], model, trellis.init_params(model, jax.random.key(0)))
+    trellis.save_checkpoint(teachers[stage], model, random_zero_inits(trellis.init_params(model, jax.random.key(0))))
   first = _demo(root / "run", teachers)
   assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
   again = _demo(root / "run", teachers)

@@ -86,22 +86,17 @@ class DemoPlan:
 
 
 def default_plan() -> DemoPlan:
-  """Sized from a run on the 2-core machine under a load average of 6-9 (an idle one is ~2-3x faster).
-
-  Stage 1: a VM+VD step (batch 32) took ~6 s there, a CM step ~3-5 s. Stage 2: the training step
-  gives its sparse batches no coarse capacities, so the transformer attends over the whole padded
-  batch, four evaluations concatenated for VM+VD: at the toy config's batch 16 that asked for 60 GB
-  (out of memory); as 4 micro-batches of 4 (`batch_split`, the same batch) it fits in ~6 GB but
-  took ~60-80 s a step, plus a recompilation for every new capacity bucket (~1-3 min each). Hence
-  the small stage-2 budget; with coarse capacities a batch-16 step measured 1.8 s (CM) and 5.8 s
-  (VM+VD) on the same machine.
+  """Sized on the 2-core machine: a stage-1 VM+VD step (batch 32) took ~2-6 s, a CM step ~1.5-4 s; a
+  stage-2 step (batch 16, coarse capacities, one compiled program through the slat_toy floors) ~3-6 s
+  (VM+VD) and ~1-2 s (CM), the lower figures on an idle machine, the higher under a load average of 6.
   """
-  return DemoPlan(distill_steps={"ss": 60, "slat": 3}, distill_overrides={"slat": {"batch_split": 4}})
+  return DemoPlan(distill_steps={"ss": 60, "slat": 40})
 
 
 def quick_plan() -> DemoPlan:
   """A few steps of everything on small sets (CI): every part runs, no number means anything."""
   return DemoPlan(distill_steps={"ss": 2, "slat": 1}, conditions=(1, 13), per_condition=2, stage2_per_condition=1,
-                  distill_overrides={"ss": {"batch_size_per_device": 4}, "slat": {"batch_size_per_device": 2}},
+                  distill_overrides={"ss": {"batch_size_per_device": 4},
+                                     "slat": {"batch_size_per_device": 2, "data": {"min_capacity": 0, "min_coarse_capacity": 0}}},
                   fidelity_train_shapes=48, spread_seeds=1, chunk_shapes=4, chunk_voxels=8192, chunk_parents=2048,
                   latency_repeats=1, toy_num_train=48, render_shapes=2)
