@@ -1,0 +1,138 @@
+"""Ships the toy teachers: rounds two finished teacher runs' EMA weights to float16 TRELLIS checkpoints
+and measures them, after the rounding, on the demo's evaluation sets.
+
+    python launch/ship_teachers.py --ss_run=/tmp/ss_teacher --slat_run=/tmp/slat_teacher --out=teachers
+
+Writes <out>/{ss_toy,slat_toy}.{json,safetensors} (float16 tensors, `use_fp16: false`: computed in
+float32), <out>/condition_table.json (the toy condition tokens they were trained with, by checksum),
+<out>/metrics.json (everything, with the runs' steps, steps/s and wall time), <out>/metrics.md (the
+table with the reference rows and the seed spreads) and the curves: <out>/<stage>_loss.png and, when launch/evaluate_run.py has scored the run,
+<out>/<stage>_quality.png. Every metric is computed as the demo computes it (mdt_jax/demo/evaluation.py):
+stage 1 against held-out shapes, stage 2 on real structures and on the teacher's own stage-1 samples.
+Results are cached under <out>/.. /ship_eval (a rerun only recomputes what changed).
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from conversion import trellis  # noqa: E402
+from mdt_jax.data import toy_condition  # noqa: E402
+from mdt_jax.demo import evaluation, figures  # noqa: E402
+from mdt_jax.demo.distill_runs import training_curve  # noqa: E402
+from mdt_jax.demo.plan import DemoPlan, Method  # noqa: E402
+from mdt_jax.demo.run import checkpoint_digest  # noqa: E402
+from mdt_jax.demo.sampling import ChunkLayout, ToySamplers  # noqa: E402
+
+_SS_RUN = flags.DEFINE_string("ss_run", None, "Finished launch/train.py run of configs/teacher.py:ss_toy.", required=True)
+_SLAT_RUN = flags.DEFINE_string("slat_run", None, "Finished run of configs/teacher.py:slat_toy.", required=True)
+_OUT = flags.DEFINE_string("out", "teachers", "Output directory (the repo's teachers/).")
+_SCRATCH = flags.DEFINE_string("scratch", None, "Evaluation cache (default: <ss_run>/ship_eval).")
+_CFG = flags.DEFINE_float("cfg", 0.5, "The guided teacher row's w.")
+_WEIGHTS = flags.DEFINE_enum("weights", "ema", ["ema", "raw"], "Ship each run's first EMA or its raw params "
+                             "(choose from launch/evaluate_run.py's curves, and say which in teachers/README.md).")
+
+STAGES = {"ss": "ss_toy", "slat": "slat_toy"}
+
+
+def run_summary(run: Path) -> dict:
+  """Command-relevant facts of a finished run: steps, wall time, steps/s, final loss."""
+  config = json.loads((run / "config.json").read_text())
+  done = json.loads((run / "done.json").read_text())
+  rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+  rates = [r["steps_per_s"] for r in rows if "steps_per_s" in r]
+  times = [r["time"] for r in rows if "time" in r]
+  return {"steps": done["step"], "skipped": done["skipped"], "ema_rate": config["ema_rates"][0],
+          "batch": config["batch_size_per_device"], "lr": config["lr"], "final_loss": rows[-1].get("loss"),
+          "median_steps_per_s": float(np.median(rates)) if rates else None,
+          "logged_wall_s": times[-1] - times[0] if len(times) > 1 else None}
+
+
+def round_to_float16(run: Path, stem: Path, weights: str) -> None:
+  """The run's first EMA export (or its raw params), stored as float16 at `stem` (use_fp16 stays false)."""
+  rate = json.loads((run / "config.json").read_text())["ema_rates"][0]
+  model, params = trellis.load_checkpoint(run / "export" / ("student" if weights == "raw" else f"student_ema{rate}"))
+  if trellis.model_config(model)["args"].get("use_fp16"):
+    raise ValueError(f"{run}: a toy teacher computes in float32; its config has use_fp16")
+  trellis.save_checkpoint(stem, model, params, storage_dtype=np.float16)
+
+
+def main(argv):
+  del argv
+  out = Path(_OUT.value)
+  out.mkdir(parents=True, exist_ok=True)
+  runs = {"ss": Path(_SS_RUN.value), "slat": Path(_SLAT_RUN.value)}
+  for stage, run in runs.items():
+    round_to_float16(run, out / STAGES[stage], _WEIGHTS.value)
+  table = {"num_tokens": toy_condition.DEFAULT_NUM_TOKENS, "channels": toy_condition.DEFAULT_CHANNELS,
+           "seed": toy_condition.DEFAULT_TABLE_SEED, "sha256": toy_condition.table_checksum()}
+  (out / "condition_table.json").write_text(json.dumps(table, indent=1) + "\n")
+
+  # Measured after the rounding: load the shipped files.
+  models, params = {}, {}
+  for stage in runs:
+    models[stage], params[stage] = trellis.load_checkpoint(out / STAGES[stage])
+  plan = DemoPlan(distill_steps={})
+  methods = [Method("teacher_25", "teacher", 25), Method(f"teacher_25_cfg", "teacher", 25, _CFG.value),
+             *(Method(f"euler_{k}", "teacher", k) for k in (1, 2, 4))]
+  scratch = Path(_SCRATCH.value or runs["ss"] / "ship_eval")
+  digests = {stage: checkpoint_digest(out / STAGES[stage]) for stage in runs}
+  results = evaluation.Results(scratch, {"plan": plan.to_dict(), "teachers": digests})
+  sets = evaluation.EvalSets.build(plan)
+  samplers = ToySamplers(models["ss"], models["slat"], seed=plan.seed)
+  layout = ChunkLayout(plan.chunk_shapes, plan.chunk_voxels, plan.chunk_parents)
+  reference = results.get("reference", "real") or evaluation.reference_rows(sets, plan, results)
+  rows = {}
+  for m in methods:
+    print(f"evaluating {m.label} ...", flush=True)
+    stage1 = results.get("stage1", m.name) or evaluation.stage1(samplers, params["ss"], sets, m, results)
+    stage2 = results.get("stage2", m.name) or evaluation.stage2(samplers, params["slat"], sets, m, layout, results)
+    pipe = results.get("pipeline", m.name) or evaluation.pipeline(samplers, params["slat"], sets, m, layout,
+                                                                  plan.stage2_per_condition, results)
+    rows[m.name] = {"label": m.label, "nfe": m.nfe, "stage1": stage1["metrics"], "stage2": stage2["metrics"],
+                    "pipeline_stage2": pipe["metrics"]["stage2"]}
+  spread = results.get("spread", "teacher_25") or evaluation.seed_spread(samplers, params["ss"], sets, methods[0],
+                                                                         plan, results)
+
+  summaries = {stage: run_summary(run) for stage, run in runs.items()}
+  for stage, run in runs.items():
+    figures.training_curves(out / f"{stage}_loss.png", {f"{STAGES[stage]} teacher": training_curve(run)})
+    quality = sorted((run / "curve").glob("curve_*.png")) if (run / "curve").is_dir() else []
+    for path in quality:
+      shutil.copy(path, out / f"{stage}_quality_{path.stem.removeprefix('curve_')}.png")
+  metrics = {"weights": _WEIGHTS.value, "rows": rows, "reference": reference, "teacher_25_seed_spread": spread["runs"], "runs": summaries,
+             "plan": plan.to_dict(), "condition_table": table}
+  (out / "metrics.json").write_text(json.dumps(evaluation.jsonable(metrics), indent=1) + "\n")
+  (out / "metrics.md").write_text(metrics_table(rows, reference, spread["runs"]))
+  print((out / "metrics.md").read_text())
+
+
+def metrics_table(rows: dict, reference: dict, spread: list) -> str:
+  """Markdown: one row per sampler, then the reference rows."""
+  lines = ["| sampler | NFE | 1-NNA (0.5 ideal) | COV | MMD | fidelity | stage 2 RMSE, real structures | "
+           "stage 2 RMSE, own stage-1 samples |", "|---|---|---|---|---|---|---|---|"]
+  for r in rows.values():
+    s1 = r["stage1"]
+    lines.append(f"| {r['label']} | {r['nfe']} | {s1['1nna']:.3f} | {s1['cov']:.3f} | {s1['mmd']:.3f} | "
+                 f"{s1['fidelity']:.3f} | {r['stage2']['rmse']:.3f} | {r['pipeline_stage2']['rmse']:.3f} |")
+  real = reference["second_real"]
+  lines.append(f"| second real set (the ideal) | - | {real['1nna']:.3f} | {real['cov']:.3f} | {real['mmd']:.3f} | "
+               f"{real['fidelity']:.3f} | {reference['stage2_real']['rmse']:.3f} | - |")
+  lines += ["", "Spread (mean +- standard deviation): the teacher at 25 steps over sampling seeds, real sets over "
+            "dataset seeds.", "", "| | 1-NNA | COV | MMD | fidelity |", "|---|---|---|---|---|"]
+  teacher = [rows["teacher_25"]["stage1"]] + list(spread)
+  for name, runs in ((f"teacher, 25 steps, {len(teacher)} seeds", teacher),
+                     (f"real sets, {len(reference['fresh_real'])} seeds", reference["fresh_real"])):
+    cells = [f"{np.mean([r[k] for r in runs]):.3f} +- {np.std([r[k] for r in runs]):.3f}"
+             for k in ("1nna", "cov", "mmd", "fidelity")]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+  app.run(main)
