@@ -86,9 +86,10 @@ class DemoPlan:
 
 
 def default_plan() -> DemoPlan:
-  """Sized on the 2-core machine: a stage-1 VM+VD step (batch 32) took ~2-6 s, a CM step ~1.5-4 s; a
-  stage-2 step (batch 16, coarse capacities, one compiled program through the slat_toy floors) ~3-6 s
-  (VM+VD) and ~1-2 s (CM), the lower figures on an idle machine, the higher under a load average of 6.
+  """Sized on the 2-core machine. The default run took 19.7 min there (load average 1.4-3.9, the test
+  suite running beside it): stage-1 distillation 2.3 s a step (VM+VD, batch 32) and 2.2 s (CM),
+  stage-2 9.9 s (VM+VD, batch 16, coarse capacities, one compiled program through the slat_toy
+  floors) and 4.3 s (CM), compilation included; the evaluation ~9 min.
   """
   return DemoPlan(distill_steps={"ss": 60, "slat": 40})
 

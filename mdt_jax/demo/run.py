@@ -31,7 +31,7 @@ from mdt_jax.demo.sampling import ChunkLayout, ToySamplers, median_seconds
 # training step and of a sampler.
 _SS_SAMPLE_FORWARD_S = 0.015
 _SLAT_SAMPLE_FORWARD_S = 0.02
-_STEP_S = {"ss": {"vm_vd": 6.0, "cm": 4.0}, "slat": {"vm_vd": 6.0, "cm": 2.0}}
+_STEP_S = {"ss": {"vm_vd": 2.5, "cm": 2.2}, "slat": {"vm_vd": 8.0, "cm": 3.5}}
 _TRAIN_COMPILE_S = {"ss": 60.0, "slat": 120.0}
 _COMPILE_S = {"ss": 9.0, "slat": 12.0}
 
