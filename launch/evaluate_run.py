@@ -29,7 +29,7 @@ from matplotlib import pyplot as plt  # noqa: E402
 from configs import models as model_configs  # noqa: E402
 from conversion import trellis  # noqa: E402
 from mdt_jax.data import toy_condition  # noqa: E402
-from mdt_jax.demo.evaluation import EvalSets  # noqa: E402
+from mdt_jax.demo.evaluation import EvalSets, sample_and_score, scalars  # noqa: E402
 from mdt_jax.demo.plan import DemoPlan, Method  # noqa: E402
 from mdt_jax.demo.sampling import ChunkLayout, ToySamplers  # noqa: E402
 from mdt_jax.train import checkpoints, models  # noqa: E402
@@ -51,22 +51,6 @@ def run_model(config):
   if config["model"]["name"]:
     return trellis.build_model(config["model"])
   return models.load_any(config["teacher_checkpoint"], dtype=None)[0]
-
-
-def scalars(metrics: dict) -> dict:
-  return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.number))}
-
-
-def score(stage, samplers, sets, layout, params, method) -> dict:
-  """The stage's scalar metrics of `method`'s samples from `params`."""
-  if stage == "ss":
-    _, occupancy = samplers.structures(params, sets.cond, method, np.arange(len(sets.cond_ids)))
-    metrics = sets.stage1(occupancy)
-  else:
-    cond = toy_condition.condition_tokens(sets.structure_cond_ids)
-    feats = samplers.latents(params, sets.structures, cond, method, np.arange(len(sets.structures)), layout)
-    metrics = sets.stage2(sets.structures, feats, sets.structure_cond_ids)
-  return scalars(metrics)
 
 
 def plot(path: Path, stage: str, curve: dict, reference: dict):
@@ -117,7 +101,7 @@ def main(argv):
     else:
       params, emas = checkpoints.restore_weights(workdir, step)
       weights = jax.device_put(params if _EMA.value < 0 else emas[_EMA.value])
-      stored = {m.name: score(stage, samplers, sets, layout, weights, m) for m in methods}
+      stored = {m.name: sample_and_score(stage, samplers, sets, layout, weights, m)[0] for m in methods}
       path.write_text(json.dumps(stored, indent=1))
     for m in methods:
       curve[m.name][str(step)] = stored[m.name]

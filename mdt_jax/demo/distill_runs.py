@@ -22,13 +22,13 @@ def run_dir(workdir: Path, stage: str, student: str) -> Path:
   return Path(workdir) / "runs" / f"{stage}_{student}"
 
 
-def run_config(base, student: str, *, teacher: str, steps: int, overrides: dict, data_dir: str,
+def run_config(base, objective: str, *, teacher: str, steps: int, overrides: dict, data_dir: str,
                toy_num_train: int):
-  """A copy of `base` (the stage's toy distillation config) for `student` (a key of STUDENTS), with
-  the config fields in `overrides` set."""
+  """A copy of `base` (the stage's toy distillation config) for `objective`, with the config fields
+  in `overrides` set."""
   config = base.copy_and_resolve_references()
   config.update(overrides)
-  config.objective = STUDENTS[student]
+  config.objective = objective
   config.teacher_checkpoint = str(teacher)
   config.total_steps = int(steps)
   config.log_every = max(1, steps // 30)          # ~30 points on the training curves
@@ -45,7 +45,12 @@ def _latest_checkpoint(directory: Path) -> int:
 
 def stored(workdir: Path, stage: str, student: str, *, teacher_digest: str, steps: int) -> dict | None:
   """The record of a finished run of `steps` steps from these teacher weights, or None."""
-  path = run_dir(workdir, stage, student) / RECORD
+  return stored_in(run_dir(workdir, stage, student), teacher_digest=teacher_digest, steps=steps)
+
+
+def stored_in(directory: Path, *, teacher_digest: str, steps: int) -> dict | None:
+  """The record of a finished run of `steps` steps from these teacher weights in `directory`, or None."""
+  path = Path(directory) / RECORD
   if not path.exists():
     return None
   record = json.loads(path.read_text())
@@ -54,16 +59,25 @@ def stored(workdir: Path, stage: str, student: str, *, teacher_digest: str, step
 
 def distill(base, student: str, workdir: Path, *, teacher: str, teacher_digest: str, steps: int,
             overrides: dict, toy_num_train: int) -> dict:
-  """Runs (or resumes, or extends) one distillation; -> its record (see `RECORD`).
+  """Runs (or resumes, or extends) the demo's distillation of `student` (a key of STUDENTS) in
+  `run_dir(workdir, ...)`; -> its record (see `distill_into`)."""
+  config = run_config(base, STUDENTS[student], teacher=teacher, steps=steps, overrides=overrides,
+                      data_dir=str(Path(workdir) / "tfds"), toy_num_train=toy_num_train)
+  return distill_into(run_dir(workdir, base.stage, student), config, student=student, teacher_digest=teacher_digest)
+
+
+def distill_into(directory: Path, config, *, student: str, teacher_digest: str) -> dict:
+  """Runs (or resumes, or extends) `config`'s distillation in `directory`; -> its record (`RECORD`).
 
   The record: `stage`, `student`, `objective`, `steps`, `batch_size`, `wall_s` (seconds of the call
   that finished the run, compilation and data preparation included), `resumed_from` (the training
-  step that call started from), `export` (the EMA student's TRELLIS stem), `teacher` and
+  step that call started from), `export` (the first EMA's TRELLIS stem), `teacher` and
   `teacher_digest`. A run directory belongs to one teacher's weights (`demo_teacher.json`) and
   never shrinks: another teacher or fewer steps is an error naming the directory.
   """
-  directory = run_dir(workdir, base.stage, student)
+  directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
+  teacher, steps = config.teacher_checkpoint, config.total_steps
   owner = directory / "demo_teacher.json"
   if owner.exists() and json.loads(owner.read_text())["digest"] != teacher_digest:
     raise ValueError(f"{directory} was distilled from other weights than {teacher}: use another workdir")
@@ -74,13 +88,11 @@ def distill(base, student: str, workdir: Path, *, teacher: str, teacher_digest: 
     if record["steps"] > steps:
       raise ValueError(f"{directory} holds a run of {record['steps']} steps, more than the {steps} asked for: "
                        f"use another workdir")
-  config = run_config(base, student, teacher=teacher, steps=steps, overrides=overrides,
-                      data_dir=str(Path(workdir) / "tfds"), toy_num_train=toy_num_train)
   from mdt_jax.train.loop import train  # imports orbax and the training stack only when training
   resumed_from = _latest_checkpoint(directory)
   start = time.perf_counter()
   train(config, directory)
-  record = {"stage": base.stage, "student": student, "objective": config.objective, "steps": steps,
+  record = {"stage": config.stage, "student": student, "objective": config.objective, "steps": steps,
             "batch_size": config.batch_size_per_device, "batch_split": config.batch_split, "teacher": str(teacher),
             "teacher_digest": teacher_digest,
             "wall_s": time.perf_counter() - start, "resumed_from": resumed_from,

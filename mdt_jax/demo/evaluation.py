@@ -120,6 +120,23 @@ class Results:
     return result
 
 
+def scalars(metrics: dict) -> dict:
+  """The scalar entries of a metrics dict, as floats (per-condition arrays dropped)."""
+  return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.number))}
+
+
+def sample_and_score(stage: str, samplers, sets: EvalSets, layout, params, method) -> tuple[dict, np.ndarray]:
+  """`method`'s samples from `params` and the stage's scalar metrics -> (metrics, samples): stage 1
+  (ss) the occupancy [N, R, R, R] of one sample per `sets.cond_ids` entry; stage 2 (slat) the
+  features [sum n_i, C] generated on `sets.structures`, shapes concatenated in order."""
+  if stage == "ss":
+    _, occupancy = samplers.structures(params, sets.cond, method, np.arange(len(sets.cond_ids)))
+    return scalars(sets.stage1(occupancy)), occupancy
+  cond = toy_condition.condition_tokens(sets.structure_cond_ids)
+  feats = samplers.latents(params, sets.structures, cond, method, np.arange(len(sets.structures)), layout)
+  return scalars(sets.stage2(sets.structures, feats, sets.structure_cond_ids)), np.concatenate(feats)
+
+
 def _timed(fn):
   start = time.perf_counter()
   out = fn()

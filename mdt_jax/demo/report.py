@@ -24,7 +24,7 @@ def _ms(seconds):
   return f"{1000 * seconds:.1f}"
 
 
-def _table(header: list[str], rows: list[list]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list]) -> list[str]:
   return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
       "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
@@ -141,7 +141,7 @@ def write(workdir: Path, c: dict) -> Path:
       batch = f"{run['batch_size']}" + (f" ({split} micro-batches)" if split > 1 else "")
       table.append([_NAMES[stage], f"{'MDT-dist' if student == 'mdt' else 'CM'} (`{run['objective']}`)", run["steps"],
                     batch, f"{run['wall_s']:.0f}{resumed}", f"{run['wall_s'] / run['steps']:.2f}", _f(final, 4)])
-  lines += _table(["stage", "student", "steps", "batch", "wall time (s)", "s / step (incl. compile)", "final loss"],
+  lines += markdown_table(["stage", "student", "steps", "batch", "wall time (s)", "s / step (incl. compile)", "final loss"],
                   table)
   config = json.loads((distill_runs.run_dir(workdir, "ss", "mdt") / "config.json").read_text())
   lines += ["", "Settings of the MDT-dist runs (stage 1; stage 2 alike but for the batch): " +
@@ -195,7 +195,7 @@ def _stage1_section(rows, ref, latency, methods, plan) -> list[str]:
   table.append(["1-NNA expected of exchangeable sets (floor)", "", "", "", _f(second["1nna_exchangeable"]),
                 "", "", ""])
   lines = [f"## {_NAMES['ss']}", ""]
-  lines += _table(["method", "steps", "NFE", "latency (ms, batch 1)", "1-NNA", "COV", "MMD", "fidelity"], table)
+  lines += markdown_table(["method", "steps", "NFE", "latency (ms, batch 1)", "1-NNA", "COV", "MMD", "fidelity"], table)
   spread = []
   for m in plan.spread_methods():
     runs = [rows["stage1"][m.name]["metrics"], *rows["spread"][m.name]["runs"]]
@@ -203,7 +203,7 @@ def _stage1_section(rows, ref, latency, methods, plan) -> list[str]:
                                                                            ("1nna", "cov", "mmd", "fidelity"))]])
   lines += ["", f"Spread over sampling seeds (seed 0 is the row above; seeds 1..{plan.spread_seeds} added), "
             "mean +- sd:", ""]
-  lines += _table(["method", "seeds", "1-NNA", "COV", "MMD", "fidelity"], spread) + [""]
+  lines += markdown_table(["method", "seeds", "1-NNA", "COV", "MMD", "fidelity"], spread) + [""]
   return lines
 
 
@@ -222,7 +222,7 @@ def _stage2_section(rows, ref, latency, methods) -> list[str]:
                 _f(real["target_rms_height"]), _f(real["target_rms_depth"]), _f(real["target_rms_normal"]),
                 _f(real["target_rms_colour"])])
   lines = [f"## {_NAMES['slat']}, on real structures", ""]
-  lines += _table(["method", "steps", "NFE", "latency (ms, batch 1)", "RMSE", "height", "depth", "normal", "colour"],
+  lines += markdown_table(["method", "steps", "NFE", "latency (ms, batch 1)", "RMSE", "height", "depth", "normal", "colour"],
                   table)
   return lines + ["", "RMSE: lower is better; no sampling-seed spread is measured for stage 2.", ""]
 
@@ -236,7 +236,7 @@ def _pipeline_section(rows, ref, latency, methods) -> list[str]:
   table.append(["**real structures, real features**", "", "", "", *_stage1_cells(ref["second_real"]),
                 _f(ref["stage2_real"]["rmse"]), 0])
   lines = ["## The two-stage pipeline, end to end", ""]
-  lines += _table(["method (both stages)", "steps / stage", "NFE (both stages)", "latency (ms, batch 1)", "1-NNA",
+  lines += markdown_table(["method (both stages)", "steps / stage", "NFE (both stages)", "latency (ms, batch 1)", "1-NNA",
                    "COV", "MMD", "fidelity", "stage-2 RMSE", "empty shapes"], table)
   return lines + [""]
 
@@ -251,7 +251,7 @@ def _speed_section(latency, by_name, plan) -> list[str]:
               if part == "pipeline" else "")
     table.append([label, _ms(a), _ms(b), f"{a / b:.1f}x", f"{limit:.0f}x"])
   lines = ["## Speed: the guided teacher against the 1-step student", ""]
-  lines += _table(["part", f"{guided.label} (ms)", f"{one.label} (ms)", "measured ratio", "limit (NFE ratio)"], table)
+  lines += markdown_table(["part", f"{guided.label} (ms)", f"{one.label} (ms)", "measured ratio", "limit (NFE ratio)"], table)
   return lines + ["", f"The limit is the ratio of network evaluations: {guided.nfe} against {one.nfe} per stage "
                   f"({limit:.0f}x per stage, and so {limit:.0f}x for the pipeline). A measured ratio below it is the "
                   "fixed cost of a call that does not shrink with the steps (dispatch, noise, host transfers; in "
@@ -277,7 +277,7 @@ def _comparison_section(rows, plan) -> list[str]:
       table.append([k, "CM" if other.startswith("cm") else "naive Euler",
                     f"{mdt['1nna']:.3f} vs {o1:.3f}: {_verdict(mdt['1nna'], o1, sd)}",
                     _lower(m2, o2), _lower(mp, op)])
-  lines += _table(["steps", "against", "stage-1 1-NNA (MDT-dist vs other)", "stage-2 RMSE", "pipeline stage-2 RMSE"],
+  lines += markdown_table(["steps", "against", "stage-1 1-NNA (MDT-dist vs other)", "stage-2 RMSE", "pipeline stage-2 RMSE"],
                   table)
   return lines + ["", "sd: the larger of the MDT-dist and CM 1-NNA spreads over sampling seeds at that step count "
                   "(naive Euler's spread is not measured; it is taken to be the same). A difference within 2 sd is "

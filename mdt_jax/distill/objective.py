@@ -120,7 +120,8 @@ def objective(student_params, teacher_params, batch: dict, rng: jax.Array, *, st
   kind = "cm" if config.objective == "cm" else config.distill_type
   pairs = predictions_and_targets(student_apply, student_params, teacher_apply, teacher_params, branches,
                                   kind=kind, interval=config.distill_interval, sigma_min=sigma_min,
-                                  d_norm=config.d_norm, d_norm_c=config.d_norm_c, multiphase=config.multiphase)
+                                  d_norm=config.d_norm, d_norm_c=config.d_norm_c,
+                                  d_norm_over=config.get("d_norm_over", "sample"), multiphase=config.multiphase)
   terms, weights = {}, {}
   if use_vm:
     pred, target = pairs[0]

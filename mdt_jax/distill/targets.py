@@ -8,7 +8,10 @@ of the marginal-to-data transport u, whose Euler jump ``x_t - t u`` lands on dat
 - discrete: ``du/dt = (sg(u(x_t, t)) - sg(u(x_prev, t_prev))) / D``, ``x_prev = x_t - (t - t_prev) v_T``,
   ``t_prev = t - D`` in float32 (so ``t - t_prev`` is not exactly D, as the reference);
 - continuous: ``du/dt = sg(d/ds u(x_t + s v_T, t + s))`` at s = 0, a forward-mode JVP;
-- optional d_norm: ``du/dt / (||du/dt|| + c)``, the norm per sample over its valid elements.
+- optional d_norm: ``du/dt / (||du/dt|| + c)``, the norm per sample over its valid elements
+  (``d_norm_over="sample"``, published); ``"element"`` divides that norm by sqrt(valid elements),
+  i.e. ``du/dt / (rms(du/dt) + c)``: each entry stays O(1) whatever the latent size, where the
+  published form makes it ~1/sqrt(numel) (so ``t du/dt`` vanishes from the target on large latents).
 CM: ``pred = x_t - (t - t_tgt) u(x_t, t)``, ``target = sg(x_prev - (t_prev - t_tgt) u(x_prev, t_prev))``.
 
 Work is batched: for any number of branches (VM on data, VD on the one-step sample), the teacher
@@ -58,16 +61,24 @@ def _jvp(apply: Apply, params, x: Latent, t, cond, dx: Latent) -> tuple[Latent, 
   return latents.map_feats(lambda _: primal, x), latents.map_feats(lambda _: tangent, x)
 
 
-def normalise_per_sample(x: Latent, c: float) -> Latent:
-  """``x / (||x|| + c)`` with the L2 norm per sample over its valid elements (d_norm)."""
+D_NORM_OVER = ("sample", "element")
+
+
+def normalise_per_sample(x: Latent, c: float, over: str = "sample") -> Latent:
+  """``x / (||x|| + c)`` with the L2 norm per sample over its valid elements (d_norm); with
+  ``over="element"`` the norm is the root mean square over those elements instead."""
+  if over not in D_NORM_OVER:
+    raise ValueError(f"config.d_norm_over must be one of {D_NORM_OVER}, got {over!r}")
   norm = jnp.sqrt(latents.sample_sum(x, jnp.square(latents.feats(x))))
+  if over == "element":
+    norm = norm / jnp.sqrt(jnp.maximum(latents.valid_count(x), 1.0))
   return latents.map_feats(lambda f: f / latents.per_sample(x, norm + c), x)
 
 
 def predictions_and_targets(student_apply: Apply, student_params, teacher_apply: Apply, teacher_params,
                             branches: list[Branch], *, kind: str, interval: float, sigma_min: float,
-                            d_norm: bool, d_norm_c: float = 0.1, multiphase: int = 1
-                            ) -> list[tuple[Latent, Latent]]:
+                            d_norm: bool, d_norm_c: float = 0.1, d_norm_over: str = "sample",
+                            multiphase: int = 1) -> list[tuple[Latent, Latent]]:
   """-> per branch ``(prediction, target)``: VM (``kind`` discrete/continuous) or CM (``kind="cm"``).
 
   The target never carries gradient; the prediction carries it when the branch's ``u_pred`` did.
@@ -104,7 +115,7 @@ def predictions_and_targets(student_apply: Apply, student_params, teacher_apply:
       target = latents.map_feats(lambda x, u: x - scale(x_t, t_prevs[i] - t_tgt) * u, x_prevs[i], u_prevs[i])
       results.append((pred_x, jax.lax.stop_gradient(target)))
       continue
-    d = normalise_per_sample(du_dt[i], d_norm_c) if d_norm else du_dt[i]
+    d = normalise_per_sample(du_dt[i], d_norm_c, d_norm_over) if d_norm else du_dt[i]
     target = latents.map_feats(lambda v, g: v - scale(x_t, b.t) * g, v_teacher[i], d)
     results.append((pred, jax.lax.stop_gradient(target)))
   return results

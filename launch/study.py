@@ -1,0 +1,65 @@
+"""The toy benchmark study (docs/toy_benchmark.md): MDT-dist VM+VD and VM only, three du/dt scalings,
+CM and naive Euler, and a few tries, for both stages, over training seeds and checkpoints.
+
+    python launch/study.py --workdir=/tmp/mdt_study                    # both stages, then the report
+    python launch/study.py --workdir=/tmp/mdt_study --stages=ss        # one stage (run two at once on 2+ cores)
+    python launch/study.py --workdir=/tmp/mdt_study --stages=          # only (re)write the report
+    python launch/study.py --workdir=/tmp/mdt_study_quick --quick      # a few steps of the core grid
+
+The grid and budget are in mdt_jax/demo/study.py. Every run and score is stored as it finishes, so
+rerunning the same command resumes. Writes <workdir>/study.md with its tables and figures.
+"""
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import logging as std_logging  # noqa: E402
+
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from configs import distill  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (runs, results, study.md).", required=True)
+_STAGES = flags.DEFINE_list("stages", ["ss", "slat"], "Stages to run (ss, slat); empty: only write the report.")
+_QUICK = flags.DEFINE_bool("quick", False, "A few steps of the core grid on small sets (the numbers mean nothing).")
+_TEACHER_SS = flags.DEFINE_string("teacher_ss", distill.TOY_TEACHERS["ss_toy"], "Stage-1 teacher (TRELLIS stem).")
+_TEACHER_SLAT = flags.DEFINE_string("teacher_slat", distill.TOY_TEACHERS["slat_toy"], "Stage-2 teacher (TRELLIS stem).")
+
+
+def main(argv):
+  del argv
+  workdir = Path(_WORKDIR.value)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir", str(workdir / "jax_cache"))
+  logging.set_verbosity(logging.WARNING)
+  std_logging.getLogger("absl").setLevel(std_logging.WARNING)
+  from conversion import trellis
+  from mdt_jax.demo import study
+  from mdt_jax.demo.run import check_condition_table, checkpoint_digest
+  from mdt_jax.demo.sampling import ToySamplers
+  unknown = set(_STAGES.value) - {"ss", "slat"}
+  if unknown:
+    raise app.UsageError(f"--stages: unknown stage(s) {sorted(unknown)}; known: ss, slat")
+  plan = study.quick_plan() if _QUICK.value else study.default_plan()
+  teachers = {"ss": _TEACHER_SS.value, "slat": _TEACHER_SLAT.value}
+  for stage, stem in teachers.items():
+    if not Path(f"{stem}.json").is_file():
+      raise app.UsageError(f"the {stage} teacher {stem}.json does not exist (--teacher_{stage})")
+    check_condition_table(stem)
+  loaded = {stage: trellis.load_checkpoint(stem) for stage, stem in teachers.items()}
+  samplers = ToySamplers(loaded["ss"][0], loaded["slat"][0], seed=plan.eval_sets.seed)
+  for stage in _STAGES.value:
+    study.Study(workdir, plan, stage, base_config=distill.get_config(f"{stage}_toy"), teacher=teachers[stage],
+                teacher_digest=checkpoint_digest(teachers[stage]), samplers=samplers,
+                models={"teacher": loaded[stage][1]}).run_all()
+  from mdt_jax.demo import study_report  # noqa: E402
+  report = study_report.write(workdir, plan, command=" ".join(sys.argv))
+  print(f"report: {report}")
+
+
+if __name__ == "__main__":
+  app.run(main)
