@@ -4,11 +4,13 @@ CM and naive Euler, and a few tries, for both stages, over training seeds and ch
     python launch/study.py --workdir=/tmp/mdt_study                    # both stages, then the report
     python launch/study.py --workdir=/tmp/mdt_study --stages=ss        # one stage (run two at once on 2+ cores)
     python launch/study.py --workdir=/tmp/mdt_study --stages=          # only (re)write the report
+    python launch/study.py --workdir=/tmp/mdt_study --stages=ss --arms=vm,cm   # some arms only
     python launch/study.py --workdir=/tmp/mdt_study_quick --quick      # a few steps of the core grid
 
 The grid and budget are in mdt_jax/demo/study.py. Every run and score is stored as it finishes, so
 rerunning the same command resumes. Writes <workdir>/study.md with its tables and figures.
 """
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -24,6 +26,7 @@ from configs import distill  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (runs, results, study.md).", required=True)
 _STAGES = flags.DEFINE_list("stages", ["ss", "slat"], "Stages to run (ss, slat); empty: only write the report.")
+_ARMS = flags.DEFINE_list("arms", [], "Only these arms (names in mdt_jax/demo/study.py:arms); empty: the plan's.")
 _QUICK = flags.DEFINE_bool("quick", False, "A few steps of the core grid on small sets (the numbers mean nothing).")
 _TEACHER_SS = flags.DEFINE_string("teacher_ss", distill.TOY_TEACHERS["ss_toy"], "Stage-1 teacher (TRELLIS stem).")
 _TEACHER_SLAT = flags.DEFINE_string("teacher_slat", distill.TOY_TEACHERS["slat_toy"], "Stage-2 teacher (TRELLIS stem).")
@@ -45,6 +48,11 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"--stages: unknown stage(s) {sorted(unknown)}; known: ss, slat")
   plan = study.quick_plan() if _QUICK.value else study.default_plan()
+  if _ARMS.value:
+    known = {a.name for stage in ("ss", "slat") for a in study.arms(stage)}
+    if set(_ARMS.value) - known:
+      raise app.UsageError(f"--arms: unknown arm(s) {sorted(set(_ARMS.value) - known)}; known: {sorted(known)}")
+    plan = dataclasses.replace(plan, arm_names=tuple(_ARMS.value))
   teachers = {"ss": _TEACHER_SS.value, "slat": _TEACHER_SLAT.value}
   for stage, stem in teachers.items():
     if not Path(f"{stem}.json").is_file():

@@ -81,7 +81,7 @@ def test_figures_samples_and_results(demo):
     for student in demo_plan.STUDENTS:
       run = workdir / "runs" / f"{stage}_{student}"
       assert json.loads((run / "done.json").read_text())["step"] == plan.distill_steps[stage]
-      assert (run / "export" / "student_ema0.99.safetensors").exists()
+      assert (run / "export" / "student_ema0.9.safetensors").exists()
 
 
 def test_rerun_reuses_every_stored_part(demo):

@@ -87,8 +87,8 @@ def test_every_arm_config(tiny, stage):
     for key, value in arm.overrides.items():
       assert config[key] == value, (arm.name, key)
     steps, every = s.plan.steps[stage], s.plan.eval_every[stage]
-    assert config.total_steps == steps and config.checkpoint_every == every
-    assert config.keep_checkpoints >= steps // every  # every scored checkpoint is kept
+    assert config.total_steps == arm.overrides.get("total_steps", steps) and config.checkpoint_every == every
+    assert config.keep_checkpoints >= config.total_steps // every  # every scored checkpoint is kept
     assert config.data.toy_num_train == 48 and config.teacher_checkpoint == str(tiny[2][stage])
 
 
@@ -96,8 +96,8 @@ def test_one_arm_runs_scores_resumes_and_reports(tiny):
   s = _study(tiny, "ss")
   done = s.run_all()
   result = done["arms"]["vm_vd_dnorm_rms"][0]
-  assert sorted(result["scores"]) == ["1/ema0/1", "1/ema0/2", "2/ema0/1", "2/ema0/2", "2/ema1/1", "2/ema1/2",
-                                      "2/raw/1", "2/raw/2"]
+  assert sorted(result["scores"]) == sorted(f"{step}/{which}/{steps}" for step in (1, 2) for steps in (1, 2)
+                                            for which in ("raw", "ema0", "ema1"))
   assert all(0.0 <= v["1nna"] <= 1.0 for v in result["scores"].values())
   assert result["record"]["steps"] == 2 and "loss_vm" in result["losses"]
   samples = np.load(s.results_path("vm_vd_dnorm_rms", 0).parent / "seed0_steps1.npz")["samples"]
@@ -112,6 +112,14 @@ def test_one_arm_runs_scores_resumes_and_reports(tiny):
   assert s.results_path("vm_vd_dnorm_rms", 0).read_text() == stored  # nothing rescored
   assert json.loads((s.run_dir("vm_vd_dnorm_rms", 0) / "demo_run.json").read_text()) == record  # not retrained
   assert again["arms"]["vm_vd_dnorm_rms"][0]["scores"] == result["scores"]
+
+  lock = s.run_dir("vm_vd_dnorm_rms", 0) / "study.lock"
+  lock.write_text("1")  # pid 1 is alive: another process holds the run
+  with pytest.raises(RuntimeError, match="another study process"):
+    s.run_all()
+  lock.write_text("999999999")  # a dead process's lock is taken over
+  s.run_all()
+  assert not lock.exists()
 
   report = study_report.write(tiny[0], s.plan, command="test").read_text()
   assert "| `vm_vd_dnorm_rms` |" in report and "| teacher, 25 Euler steps | 25 | 2 |" in report

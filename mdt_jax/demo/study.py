@@ -3,9 +3,9 @@ over training seeds and training steps.
 
 Each `Arm` is one distillation config (the stage's toy config plus a few fields); each runs once per
 training seed in `<workdir>/runs/<stage>/<arm>/seed<k>`, keeping a checkpoint every `eval_every`
-steps. Every kept checkpoint's first EMA is scored at 1 and 2 sampling steps on the demo's sets
-(mdt_jax/demo/evaluation.py: stage 1 1-NNA / COV / MMD / fidelity, stage 2 feature RMSE); the final
-checkpoint is also scored with its second EMA and its raw weights. The sampling noise is the same
+steps. Every kept checkpoint is scored with its raw weights and both EMAs (0.99 and 0.9) at 1 and
+2 sampling steps on the demo's sets (mdt_jax/demo/evaluation.py: stage 1 1-NNA / COV / MMD /
+fidelity, stage 2 feature RMSE). The sampling noise is the same
 for every arm, seed and checkpoint, so seeds measure training randomness only. Step 0 is the teacher
 itself: its 1-2 step scores are the naive Euler rows.
 
@@ -15,8 +15,10 @@ real rows). A rerun skips finished runs and stored scores, so the study resumes 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from mdt_jax.train import checkpoints
 
 SAMPLE_STEPS = (1, 2)
 REFERENCE_STEPS = (25, 1, 2, 4)  # the teacher's reference sampler, then naive Euler
-EMA_RATES = (0.99, 0.9)  # every run keeps both; the first is the headline, the second and raw are compared
+EMA_RATES = (0.99, 0.9)  # every run keeps both; scored beside the raw weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +65,12 @@ def arms(stage: str) -> list[Arm]:
       Arm("vm_vd_lr3e-4", "vm_vd", {"lr": 3e-4}, "learning rate 3e-4 (1e-4 default)", False),
       Arm("vm_vd_cfg0.5", "vm_vd", {"cfg_teacher_vm": 0.5, "cfg_teacher_vd": 0.5},
           "teacher guidance w 0.5 in VM and VD (0 default)", False),
+      Arm("vm_lr3e-4", "vm", {"lr": 3e-4}, "VM only at learning rate 3e-4", False),
+      Arm("vm_vd_continuous_rms", "vm_vd", {"distill_type": "continuous", "d_norm": True, "d_norm_over": "element"},
+          "the JVP target with du/dt over its RMS", False),
+      Arm("vm_160", "vm", {"total_steps": 160}, "VM only, twice the steps: does it keep improving?", False),
+      Arm("cm_160", "cm", {"total_steps": 160}, "CM, twice the steps", False),
+      Arm("cm_lr3e-4", "cm", {"lr": 3e-4}, "CM at learning rate 3e-4: the same tuning for the baseline", False),
   ]
   return grid + (tries if stage == "ss" else tries[:1])
 
@@ -104,6 +112,30 @@ def _write_json(path: Path, value) -> None:
   tmp = path.with_suffix(".tmp")
   tmp.write_text(json.dumps(evaluation.jsonable(value), indent=1))
   tmp.replace(path)
+
+
+@contextlib.contextmanager
+def _claimed(directory: Path):
+  """Holds `<directory>/study.lock` (this process's pid) while a study process trains and scores the
+  run, so that two processes never share a run; a lock left by a dead process is taken over."""
+  directory.mkdir(parents=True, exist_ok=True)
+  lock = directory / "study.lock"
+  if lock.exists():
+    try:
+      os.kill(int(lock.read_text() or 0), 0)
+      alive = True
+    except PermissionError:  # it exists, under another user
+      alive = True
+    except (ProcessLookupError, ValueError):
+      alive = False
+    if alive:
+      raise RuntimeError(f"{directory} is being run by another study process (pid {lock.read_text()}, "
+                         f"{lock}): run different --stages or --arms in parallel")
+  lock.write_text(str(os.getpid()))
+  try:
+    yield
+  finally:
+    lock.unlink(missing_ok=True)
 
 
 class Study:
@@ -165,14 +197,19 @@ class Study:
                                      overrides={**overrides, **arm.overrides},
                                      data_dir=str(self.workdir / "tfds"), toy_num_train=data.get("toy_num_train", 0))
     config.data.update({k: v for k, v in data.items() if k != "toy_num_train"})
+    config.total_steps = arm.overrides.get("total_steps", steps)  # an arm may train longer than the plan
     config.seed = seed
     config.ema_rates = EMA_RATES
     config.checkpoint_every = self.plan.eval_every[self.stage]
-    config.keep_checkpoints = steps // config.checkpoint_every + 1
+    config.keep_checkpoints = config.total_steps // config.checkpoint_every + 1
     return config
 
   def run(self, arm: Arm, seed: int) -> dict:
     """Trains (or resumes) one arm and seed, then scores each kept checkpoint not yet scored."""
+    with _claimed(self.run_dir(arm.name, seed)):
+      return self._run(arm, seed)
+
+  def _run(self, arm: Arm, seed: int) -> dict:
     path = self.results_path(arm.name, seed)
     result = json.loads(path.read_text()) if path.exists() else {}
     config = self.config(arm, seed)
@@ -186,12 +223,12 @@ class Study:
     result["record"] = record
     result["losses"] = distill_runs.training_curve(directory)
     final = config.total_steps
+    for steps in SAMPLE_STEPS:  # the final raw samples are kept for the renders
+      if not (path.parent / f"seed{seed}_steps{steps}.npz").exists():
+        result["scores"].pop(f"{final}/raw/{steps}", None)
     for step in checkpoints.saved_steps(directory):
       params, emas = checkpoints.restore_weights(directory, step)
-      weights = {"ema0": emas[0]}
-      if step == final:
-        weights.update({"ema1": emas[1], "raw": params})
-      for which, tree in weights.items():
+      for which, tree in {"raw": params, "ema0": emas[0], "ema1": emas[1]}.items():
         for steps in SAMPLE_STEPS:
           key = f"{step}/{which}/{steps}"
           if key in result["scores"]:
@@ -199,7 +236,7 @@ class Study:
           start = time.perf_counter()
           metrics, samples = self._score(jax.device_put(tree), steps)
           result["scores"][key] = {**metrics, "eval_s": time.perf_counter() - start}
-          if step == final and which == "ema0":
+          if step == final and which == "raw":
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path.parent / f"seed{seed}_steps{steps}.npz", samples=samples)
       _write_json(path, result)
@@ -216,7 +253,7 @@ class Study:
       start = time.perf_counter()
       result = self.run(arm, seed)
       done["arms"].setdefault(arm.name, {})[seed] = result
-      final = result["scores"].get(f"{self.plan.steps[self.stage]}/ema0/1", {})
+      final = result["scores"].get(f"{result['record']['steps']}/raw/1", {})
       self.out(f"study {self.stage} [{i + 1}/{len(order)}] {arm.name} seed {seed}: "
                f"{time.perf_counter() - start:.0f} s; final 1-step " + ", ".join(
                    f"{k} {v:.3f}" for k, v in final.items() if k in ("1nna", "cov", "rmse")))

@@ -22,6 +22,8 @@ STAGE_NAMES = {"ss": "Stage 1 (sparse structure, dense 8x8x8x8 latents)",
                "slat": "Stage 2 (structured latents on real structures)"}
 HEADLINE = {"ss": "1nna", "slat": "rmse"}  # lower is better for both
 RENDER_COUNT = 8
+WEIGHT_LABELS = {"ema0": "EMA 0.99", "ema1": "EMA 0.9"}  # the headline columns use the raw weights
+CURVE_PANELS = ((1, "raw"), (2, "raw"), (1, "ema0"))   # (sampling steps, weights) per panel
 
 
 def load(workdir: Path, stage: str) -> tuple[dict | None, dict]:
@@ -48,12 +50,12 @@ def _fmt(stat) -> str:
   return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {sd:.3f}"
 
 
-def _final(result: dict, steps: int, which: str, sampling_steps: int, key: str) -> float | None:
+def _final(result: dict, which: str, sampling_steps: int, key: str) -> float | None:
   entry = result["scores"].get(f"{result['record']['steps']}/{which}/{sampling_steps}")
   return None if entry is None else entry[key]
 
 
-def _curve(result: dict, sampling_steps: int, key: str, which: str = "ema0") -> dict[int, float]:
+def _curve(result: dict, sampling_steps: int, key: str, which: str = "raw") -> dict[int, float]:
   out = {}
   for name, entry in result["scores"].items():
     step, w, s = name.split("/")
@@ -76,8 +78,8 @@ def stage_table(stage: str, reference: dict | None, results: dict) -> list[str]:
   key = HEADLINE[stage]
   extra = ("cov", "fidelity") if stage == "ss" else ()
   header = ["config", "what it tests", "seeds", "steps"] + [f"{key} {s}-step" for s in SAMPLE_STEPS] + [
-      f"{k} 1-step" for k in extra] + [f"best {key} 1-step (at step)", f"{key} 1-step raw / EMA 0.9",
-                                      "train s/step (incl. compile)"]
+      f"{k} 1-step" for k in extra] + [f"best {key} 1-step (at step)"] + [
+      f"{label}: {key} 1 / 2-step" for label in WEIGHT_LABELS.values()] + ["train s/step (incl. compile)"]
   rows = []
   for arm in arms(stage):
     seeds = _finished(results.get(arm.name, {}))
@@ -86,16 +88,15 @@ def stage_table(stage: str, reference: dict | None, results: dict) -> list[str]:
       continue
     runs = list(seeds.values())
     total = runs[0]["record"]["steps"]
-    cells = [_fmt(_collect(_final(r, total, "ema0", s, key) for r in runs)) for s in SAMPLE_STEPS]
-    cells += [_fmt(_collect(_final(r, total, "ema0", 1, k) for r in runs)) for k in extra]
+    cells = [_fmt(_collect(_final(r, "raw", s, key) for r in runs)) for s in SAMPLE_STEPS]
+    cells += [_fmt(_collect(_final(r, "raw", 1, k) for r in runs)) for k in extra]
     curves = [_curve(r, 1, key) for r in runs]
     common = sorted(set.intersection(*(set(c) for c in curves)))
     means = {step: np.mean([c[step] for c in curves]) for step in common}
     best = min(means, key=means.get)
     cells.append(f"{means[best]:.3f} ({best})")
-    raw = _collect(_final(r, total, "raw", 1, key) for r in runs)
-    slow = _collect(_final(r, total, "ema1", 1, key) for r in runs)
-    cells.append(f"{_fmt(raw)} / {_fmt(slow)}")
+    cells += [" / ".join(_fmt(_collect(_final(r, which, s, key) for r in runs)) for s in SAMPLE_STEPS)
+              for which in WEIGHT_LABELS]
     cells.append(f"{np.mean([r['record']['wall_s'] / max(1, total - r['record']['resumed_from']) for r in runs]):.2f}")
     rows.append([f"`{arm.name}`" + ("" if arm.core else " (try)"), arm.why, len(runs), total] + cells)
   return markdown_table(header, rows)
@@ -115,17 +116,17 @@ def reference_table(stage: str, reference: dict) -> list[str]:
 
 
 def plot_curves(path: Path, stage: str, reference: dict | None, results: dict) -> None:
-  """Quality against training steps: a panel per sampling step count, one line per arm (mean over
+  """Quality against training steps: a panel per CURVE_PANELS entry, one line per arm (mean over
   seeds, bars from the lowest to the highest seed), step 0 the teacher's naive Euler."""
   key = HEADLINE[stage]
-  fig, axes = plt.subplots(1, len(SAMPLE_STEPS), figsize=(6.0 * len(SAMPLE_STEPS), 4.2), squeeze=False)
-  for ax, sampling_steps in zip(axes[0], SAMPLE_STEPS):
+  fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(5.5 * len(CURVE_PANELS), 4.2), squeeze=False)
+  for ax, (sampling_steps, which) in zip(axes[0], CURVE_PANELS):
     euler = reference["teacher"][f"steps{sampling_steps}"][0][key] if reference else None
     for i, arm in enumerate(arms(stage)):
       runs = list(_finished(results.get(arm.name, {})).values())
       if not runs:
         continue
-      curves = [_curve(r, sampling_steps, key) for r in runs]
+      curves = [_curve(r, sampling_steps, key, which) for r in runs]
       steps = sorted(set.intersection(*(set(c) for c in curves)))
       values = np.array([[c[s] for s in steps] for c in curves])
       if euler is not None:
@@ -139,7 +140,7 @@ def plot_curves(path: Path, stage: str, reference: dict | None, results: dict) -
       if "second_real" in reference:
         ax.axhline(reference["second_real"][key], color="grey", linestyle="-.", linewidth=1, label="real vs real")
     ax.set(xlabel="distillation step", ylabel=f"{key} (lower is better)",
-           title=f"{stage}: {sampling_steps}-step sampling")
+           title=f"{stage}: {sampling_steps}-step sampling, {WEIGHT_LABELS.get(which, 'raw weights')}")
     ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
@@ -148,7 +149,7 @@ def plot_curves(path: Path, stage: str, reference: dict | None, results: dict) -
 
 def render(path: Path, stage: str, workdir: Path, sets, results: dict) -> None:
   """The first sample of each of the first RENDER_COUNT conditions: teacher, naive Euler and every
-  arm's seed-0 final 1-step samples (same noise in every row)."""
+  arm's seed-0 final 1-step samples from the raw weights (same noise in every row)."""
   root = Path(workdir) / "results" / stage
   rows = []
   sources = [("teacher, 25 steps", root / "reference_steps25.npz"), ("naive Euler, 1 step", root / "reference_steps1.npz")]
@@ -192,12 +193,12 @@ def write(workdir: Path, plan, *, command: str = "") -> Path:
   workdir = Path(workdir)
   lines = ["# mdt-jax toy benchmark study", "",
            f"Command: `{command}`  ", f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} on {os.cpu_count()} CPUs.", "",
-           f"Training seeds {list(plan.seeds)}; optimiser steps per run {plan.steps}; every "
-           f"{plan.eval_every} steps a checkpoint is scored (its EMA {0.99}); the final one also with EMA 0.9 "
-           "and the raw weights. Entries are mean ± sample sd over training seeds; the sampling noise is the "
-           "same for every row. Lower is better in every headline column. `best` picks the checkpoint "
-           "with the lowest mean on the evaluation set itself, so it is optimistic; the final column is "
-           "the honest one.", ""]
+           f"Training seeds {list(plan.seeds)}; optimiser steps per run {plan.steps}; a checkpoint every "
+           f"{plan.eval_every} steps is scored with the raw weights and with EMAs 0.99 and 0.9 at 1 and 2 "
+           "sampling steps. Entries are mean ± sample sd over training seeds; the sampling noise is the "
+           "same for every row. Headline columns: the final raw weights. Lower is better in every headline "
+           "column. `best` picks the checkpoint with the lowest mean on the evaluation set itself, so it is "
+           "optimistic; the final columns are the honest ones.", ""]
   sets = evaluation.EvalSets.build(plan.eval_sets)
   for stage in ("ss", "slat"):
     reference, results = load(workdir, stage)
