@@ -5,7 +5,7 @@ CM and naive Euler, and a few tries, for both stages, over training seeds and ch
     python launch/study.py --workdir=/tmp/mdt_study --stages=ss        # one stage (run two at once on 2+ cores)
     python launch/study.py --workdir=/tmp/mdt_study --stages=          # only (re)write the report
     python launch/study.py --workdir=/tmp/mdt_study --stages=ss --arms=vm,cm   # some arms only
-    python launch/study.py --workdir=/tmp/mdt_study_quick --quick      # a few steps of the core grid
+    python launch/study.py --workdir=/tmp/mdt_study_quick --quick      # a few steps of two arms
 
 The grid and budget are in mdt_jax/demo/study.py. Every run and score is stored as it finishes, so
 rerunning the same command resumes. Writes <workdir>/study.md with its tables and figures.
@@ -27,7 +27,7 @@ from configs import distill  # noqa: E402
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (runs, results, study.md).", required=True)
 _STAGES = flags.DEFINE_list("stages", ["ss", "slat"], "Stages to run (ss, slat); empty: only write the report.")
 _ARMS = flags.DEFINE_list("arms", [], "Only these arms (names in mdt_jax/demo/study.py:arms); empty: the plan's.")
-_QUICK = flags.DEFINE_bool("quick", False, "A few steps of the core grid on small sets (the numbers mean nothing).")
+_QUICK = flags.DEFINE_bool("quick", False, "A few steps of two arms on small sets (the numbers mean nothing).")
 _TEACHER_SS = flags.DEFINE_string("teacher_ss", distill.TOY_TEACHERS["ss_toy"], "Stage-1 teacher (TRELLIS stem).")
 _TEACHER_SLAT = flags.DEFINE_string("teacher_slat", distill.TOY_TEACHERS["slat_toy"], "Stage-2 teacher (TRELLIS stem).")
 
