@@ -125,13 +125,17 @@ def scalars(metrics: dict) -> dict:
   return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.number))}
 
 
-def sample_and_score(stage: str, samplers, sets: EvalSets, layout, params, method) -> tuple[dict, np.ndarray]:
+def sample_and_score(stage: str, samplers, sets: EvalSets, layout, params, method, seed_offset: int = 0
+                     ) -> tuple[dict, np.ndarray]:
   """`method`'s samples from `params` and the stage's scalar metrics -> (metrics, samples): stage 1
-  (ss) the occupancy [N, R, R, R] of one sample per `sets.cond_ids` entry; stage 2 (slat) the
-  features [sum n_i, C] generated on `sets.structures`, shapes concatenated in order."""
+  (ss) the occupancy [N, R, R, R] of one sample per `sets.cond_ids` entry, with the noise of sampling
+  seed `seed_offset`; stage 2 (slat) the features [sum n_i, C] generated on `sets.structures`, shapes
+  concatenated in order (its noise is fixed per sample id: `seed_offset` must be 0)."""
   if stage == "ss":
-    _, occupancy = samplers.structures(params, sets.cond, method, np.arange(len(sets.cond_ids)))
+    _, occupancy = samplers.structures(params, sets.cond, method, np.arange(len(sets.cond_ids)), seed_offset)
     return scalars(sets.stage1(occupancy)), occupancy
+  if seed_offset:
+    raise ValueError(f"stage 2 samples have one noise per sample id; seed_offset {seed_offset} is not supported")
   cond = toy_condition.condition_tokens(sets.structure_cond_ids)
   feats = samplers.latents(params, sets.structures, cond, method, np.arange(len(sets.structures)), layout)
   return scalars(sets.stage2(sets.structures, feats, sets.structure_cond_ids)), np.concatenate(feats)

@@ -158,13 +158,8 @@ class Study:
     return self.workdir / "runs" / self.stage / arm / f"seed{seed}"
 
   def _score(self, params, steps: int, seed_offset: int = 0) -> tuple[dict, np.ndarray]:
-    """Stage 1 takes another sampling seed (`seed_offset`); stage 2's noise is fixed per sample id."""
-    method = Method(f"steps{steps}", "run", steps)
-    if self.stage == "ss" and seed_offset:
-      _, occupancy = self.samplers.structures(params, self.sets.cond, method, np.arange(len(self.sets.cond_ids)),
-                                              seed_offset)
-      return evaluation.scalars(self.sets.stage1(occupancy)), occupancy
-    return evaluation.sample_and_score(self.stage, self.samplers, self.sets, self.layout, params, method)
+    return evaluation.sample_and_score(self.stage, self.samplers, self.sets, self.layout, params,
+                                       Method(f"steps{steps}", "run", steps), seed_offset)
 
   def reference(self) -> dict:
     """Teacher at 25 steps and naive Euler at 1/2/4 (stage 1: sampling seeds 0 and 1; seed 0's samples
