@@ -4,6 +4,7 @@
     python launch/benchmark.py                                   # every section at the real sizes
     python launch/benchmark.py --only=attention,ss_forward --ss_sizes=tiny,L
     python launch/benchmark.py --only=slat_forward --slat_sizes=tiny,L --slat_voxels=5000,20000
+    python launch/benchmark.py --only=ss_forward,distill_step --ss_sizes=L --step_sizes=ss:L --dtype=bfloat16
 
 Sections (``--only``): matmul (always run first: float32 GEMM, bfloat16 where the device has it),
 attention (plain vs blocked at 4,096 tokens, forward and forward+backward, and the crossover),
@@ -31,6 +32,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from conversion import trellis  # noqa: E402
+from mdt_jax import numerics  # noqa: E402
 from mdt_jax.bench import flops as model_flops  # noqa: E402
 from mdt_jax.bench import objectives as obj  # noqa: E402
 from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure  # noqa: E402
@@ -38,6 +40,9 @@ from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure  # no
 _ONLY = flags.DEFINE_list("only", [], "Sections to run (default: all).")
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one timed call each: under 5 minutes on 2 CPU cores.")
 _OUT = flags.DEFINE_string("out", None, "Write every figure to this JSON file.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", list(numerics.COMPUTE_DTYPES),
+                           "Compute dtype of the models and attention inputs (params stay float32); fractions "
+                           "are then of this dtype's GEMM rate.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (median reported; 1 with --quick).")
 _SS_SIZES = flags.DEFINE_list("ss_sizes", None, "SS-flow configs for ss_forward: tiny, M, L "
                               "(default tiny,L; --quick tiny,M).")
@@ -84,6 +89,10 @@ def repeats():
   return 1 if _QUICK.value else _REPEATS.value
 
 
+def compute_dtype():
+  return numerics.compute_dtype(_DTYPE.value, field="--dtype")
+
+
 def _sizes(flag, full, quick):
   return flag.value if flag.value is not None else (quick if _QUICK.value else full)
 
@@ -95,7 +104,7 @@ def _sum_of_squares(apply):
 
 def _model(configs, size, **overrides):
   config = {"name": configs[size]["name"], "args": {**configs[size]["args"], **overrides}}
-  model = trellis.build_model(config)
+  model = trellis.build_model(config, dtype=compute_dtype())
   params = jax.jit(lambda key: trellis.init_params(model, key))(jax.random.key(0))
   return model, params
 
@@ -106,18 +115,21 @@ def _n_params(params):
 
 # ---------------------------------------------------------------------------------------------
 def matmul():
-  """This device's float32 GEMM rate (full precision; 4096^3), the yardstick of every fraction; and
-  bfloat16 where the device has bf16 matmul units (not this CPU unless it reports avx512_bf16/amx)."""
+  """This device's float32 GEMM rate (full precision; 4096^3); bfloat16 where the device has bf16
+  matmul units (not this CPU unless it reports avx512_bf16/amx) or ``--dtype`` asks for it. The
+  yardstick of every fraction is the GEMM rate in ``--dtype``."""
   n = 4096
-  rate = gemm_throughput(n, np.float32)
-  REPORT.gemm_flops_per_s = rate
-  REPORT.add(Result("matmul", f"float32 {n}^3 GEMM", 2 * n ** 3 / rate, flops=2 * n ** 3, notes="best of 5"))
+  rates = {"float32": gemm_throughput(n, np.float32)}
   cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
   if jax.default_backend() != "cpu" or "avx512_bf16" in cpu_flags or "amx_bf16" in cpu_flags:
-    bf16 = gemm_throughput(n, jnp.bfloat16)
-    REPORT.add(Result("matmul", f"bfloat16 {n}^3 GEMM", 2 * n ** 3 / bf16, flops=2 * n ** 3, notes="best of 5"))
+    rates["bfloat16"] = gemm_throughput(n, jnp.bfloat16)
   else:
-    REPORT.figure("bfloat16 GEMM", "skipped", "this CPU has no bf16 matmul units (no avx512_bf16/amx)")
+    REPORT.figure("bfloat16 GEMM units", "none", "this CPU has no bf16 matmul units (no avx512_bf16/amx)")
+  if _DTYPE.value not in rates:
+    rates[_DTYPE.value] = gemm_throughput(n, compute_dtype())
+  for name, rate in rates.items():
+    REPORT.add(Result("matmul", f"{name} {n}^3 GEMM", 2 * n ** 3 / rate, flops=2 * n ** 3, notes="best of 5"))
+  REPORT.gemm_flops_per_s = rates[_DTYPE.value]
 
 
 def attention():
@@ -128,7 +140,7 @@ def attention():
   samples of 2,500 tokens, the sparse layout) where the blocked path skips cross-sample blocks."""
   attn = importlib.import_module("mdt_jax.models.attention")
   rng = np.random.default_rng(0)
-  make = lambda *s: jnp.asarray(rng.standard_normal(s), jnp.float32)
+  make = lambda *s: jnp.asarray(rng.standard_normal(s), compute_dtype())
   h, d = 16, 64
 
   def pair(case, lq, lk, b=1, impls=("xla", "blocked"), seg=None, both=True):
@@ -164,7 +176,7 @@ def attention():
 
 # ---------------------------------------------------------------------------------------------
 def ss_forward():
-  """SS flow forward and forward+backward (d/dparams of sum(v^2)), batch 1, float32 compute, at the
+  """SS flow forward and forward+backward (d/dparams of sum(v^2)), batch 1, compute in --dtype, at the
   configured sizes (M: the real token counts at width 384; L: the full 555 M-param config)."""
   for size in _sizes(_SS_SIZES, ["tiny", "L"], ["tiny", "M"]):
     model, params = _model(SS_CONFIGS, size)
@@ -228,7 +240,7 @@ def _slat_batch(model, voxels: list[int], seed=0):
 
 
 def slat_forward():
-  """SLat flow forward and forward+backward (batch 1, float32 compute) on a 64^3 sample with N active
+  """SLat flow forward and forward+backward (batch 1, compute in --dtype) on a 64^3 sample with N active
   voxels (a sphere shell), and the neighbour-table + down-sampling share; then the number of
   compilations over a stream of batches of varying sizes (capacities from ``bucket_capacity``)."""
   from mdt_jax.sparse import downsampling, neighbour_table
@@ -301,7 +313,8 @@ def distill_step():
       x0, _, cond = _ss_inputs(model, size, batch_size)
       flops_sample = model_flops.ss_flow(model, COND_TOKENS[size])
       student = trellis.build_model({"name": SS_CONFIGS[size]["name"],
-                                     "args": {**SS_CONFIGS[size]["args"], "use_checkpoint": size == "L"}})
+                                     "args": {**SS_CONFIGS[size]["args"], "use_checkpoint": size == "L"}},
+                                    dtype=compute_dtype())
     else:
       model, params = _model(SLAT_CONFIGS, size)
       voxels = [5000] if big else [2000, 2000]
@@ -343,7 +356,7 @@ def distill_step():
 
 # ---------------------------------------------------------------------------------------------
 def sampling():
-  """Two-stage generation with the tiny fixture checkpoints (batch 1, float32), per stage: the SS-flow
+  """Two-stage generation with the tiny fixture checkpoints (batch 1, --dtype), per stage: the SS-flow
   sampler, the SS decoder, the SLat-flow sampler on the decoded voxels, each sampler at 1, 2, 4 and
   25 steps (--quick: 1 and 25) without and with CFG (w = 3 on every step, rescale_t 3, one batched forward of 2 per step);
   the 25-step-CFG / 1-step ratios. Then the SS flow at the real token count (L; --quick: M): the
@@ -353,7 +366,7 @@ def sampling():
   from mdt_jax.generation import StageSampling, TwoStagePipeline
   fixtures = _REPO / "tests/fixtures/trellis"
   pipe = TwoStagePipeline.from_checkpoints(fixtures / "ss_flow", fixtures / "ss_dec", fixtures / "slat_flow",
-                                           slat_mean=np.zeros(8), slat_std=np.ones(8))
+                                           slat_mean=np.zeros(8), slat_std=np.ones(8), dtype=compute_dtype())
   cond = np.random.default_rng(0).standard_normal((1, COND_TOKENS["tiny"], pipe.ss_flow.cond_channels), np.float32)
   key = jax.random.key(0)
   coords = np.argwhere(pipe.structure(cond, key, StageSampling(1))[1]).astype(np.int32)
@@ -419,8 +432,8 @@ def main(argv):
     print(f"== {name}", flush=True)
     SECTIONS[name]()
   if REPORT.gemm_flops_per_s:       # measured again at the end: fractions use the better of the two
-    again = gemm_throughput(4096, np.float32)
-    REPORT.figure("float32 GEMM GFLOP/s at start / end", f"{REPORT.gemm_flops_per_s / 1e9:.0f} / {again / 1e9:.0f}",
+    again = gemm_throughput(4096, compute_dtype())
+    REPORT.figure(f"{_DTYPE.value} GEMM GFLOP/s at start / end", f"{REPORT.gemm_flops_per_s / 1e9:.0f} / {again / 1e9:.0f}",
                   "fractions use the larger")
     REPORT.gemm_flops_per_s = max(REPORT.gemm_flops_per_s, again)
   REPORT.figure("benchmark wall time s", round(time.perf_counter() - start, 1))

@@ -17,6 +17,7 @@ from absl import app, flags  # noqa: E402
 
 from conversion import flax_io, trellis  # noqa: E402
 from conversion.common import read_safetensors  # noqa: E402
+from mdt_jax import numerics  # noqa: E402
 
 _REPO = Path(__file__).resolve().parents[1]
 _CHECKPOINT = flags.DEFINE_string("checkpoint", str(_REPO / "tests/fixtures/trellis/ss_flow"),
@@ -46,10 +47,13 @@ def main(argv):
   model, params = flax_io.load_flax_checkpoint(run_dir / "flax")
   x, t, cond, reference = _inputs(model, stem)
   forward = jax.jit(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
-  v = jax.block_until_ready(forward(params, x, t, cond))
-  start = time.perf_counter()
-  v = jax.block_until_ready(forward(params, x, t, cond))
-  print(f"forward on x {tuple(x.shape)}: {1e3 * (time.perf_counter() - start):.1f} ms (jit, compiled)")
+  with numerics.parity_precision():  # full float32 matmuls off CPU: docs/design.md, "Numerics"
+    v = jax.block_until_ready(forward(params, x, t, cond))
+    start = time.perf_counter()
+    v = jax.block_until_ready(forward(params, x, t, cond))
+    precision = jax.config.jax_default_matmul_precision or "default"
+  print(f"forward on x {tuple(x.shape)}: {1e3 * (time.perf_counter() - start):.1f} ms (jit, compiled, "
+        f"{precision} matmul precision on {jax.default_backend()})")
   if reference is not None:
     err = float(np.max(np.abs(np.asarray(v) - reference)))
     print(f"max |ours - upstream PyTorch| = {err:.2e} (relative to max |ref|: {err / np.max(np.abs(reference)):.2e})")

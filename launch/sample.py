@@ -18,11 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from mdt_jax import numerics  # noqa: E402
 from mdt_jax.generation import StageSampling, TwoStagePipeline, export  # noqa: E402
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -34,8 +34,10 @@ _DINOV2 = flags.DEFINE_string("dinov2", None, "DINOv2 checkpoint (.safetensors, 
 _DINOV2_CONFIG = flags.DEFINE_string("dinov2_config", None, "DINOv2 preset name or constructor json "
                                      "(default: dinov2_vitl14_reg).")
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
+_DTYPE = flags.DEFINE_enum("dtype", None, list(numerics.COMPUTE_DTYPES),
+                           "Compute dtype of the flow trunks (overrides config.compute_dtype; parameters stay "
+                           "float32). bfloat16 on GPU/TPU; float16 is TRELLIS's use_fp16 arithmetic.")
 _TINY_COND = str(_REPO / "tests/fixtures/trellis/ss_flow.io.npz") + ":cond"
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def load_cond(spec: str) -> np.ndarray:
@@ -71,8 +73,12 @@ def main(argv):
   config = _CONFIG.value
   if not config.checkpoint_dir:
     raise app.UsageError("set --config.checkpoint_dir to the directory holding the checkpoints")
-  if config.compute_dtype not in _DTYPES:
-    raise app.UsageError(f"config.compute_dtype {config.compute_dtype!r} not in {sorted(_DTYPES)}")
+  if _DTYPE.value:
+    config.compute_dtype = _DTYPE.value
+  try:
+    dtype = numerics.compute_dtype(config.compute_dtype, field="config.compute_dtype")
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   if _IMAGE.value:
     cond = image_cond(_IMAGE.value)
   else:
@@ -87,9 +93,10 @@ def main(argv):
   ckpt = Path(config.checkpoint_dir)
   pipe = TwoStagePipeline.from_checkpoints(ckpt / config.ss_flow, ckpt / config.ss_decoder, ckpt / config.slat_flow,
                                            slat_mean=config.slat_mean, slat_std=config.slat_std,
-                                           dtype=_DTYPES[config.compute_dtype])
+                                           dtype=dtype)
   print(f"loaded {config.variant} checkpoints from {ckpt} in {time.perf_counter() - start:.1f} s; "
-        f"{len(cond)} condition(s) {cond.shape[1:]}; jax {jax.__version__} on {jax.devices()[0].platform}")
+        f"{len(cond)} condition(s) {cond.shape[1:]}; {config.compute_dtype} compute; jax {jax.__version__} on "
+        f"{jax.devices()[0].platform}")
   ss, slat = StageSampling(**config.ss), StageSampling(**config.slat)
   print(f"stage 1: {ss}\nstage 2: {slat}")
 

@@ -21,8 +21,13 @@ import logging as std_logging  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from mdt_jax import numerics  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<file>.py:<variant>", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, exports).")
+_DTYPE = flags.DEFINE_enum("dtype", None, list(numerics.TRAINING_DTYPES),
+                           "Compute dtype of the networks (overrides config.compute_dtype; params, EMA and "
+                           "optimizer state stay float32).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the resolved config and exit.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (optional).")
@@ -45,6 +50,8 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config=configs/<file>.py:<variant> is required")
+  if _DTYPE.value:
+    config.compute_dtype = _DTYPE.value
   if _DRY_RUN.value:
     print(config)
     return
@@ -54,6 +61,12 @@ def main(argv):
     local_devices = [int(i) for i in _LOCAL_DEVICE_IDS.value] if _LOCAL_DEVICE_IDS.value else None
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value, local_device_ids=local_devices)
+    if jax.default_backend() == "cpu" and jax.config.jax_compilation_cache_dir:
+      # jax 0.12.1: several CPU processes running a program read from the persistent compilation
+      # cache hang in its first collective (a cold cache works); measured, tests/test_train.py.
+      logging.warning("multi-process CPU run: the persistent compilation cache (%s) is off; with jax %s a cached "
+                      "program hangs in its first collective", jax.config.jax_compilation_cache_dir, jax.__version__)
+      jax.config.update("jax_enable_compilation_cache", False)
   logging.info("process %d of %d, %d local device(s)", jax.process_index(), jax.process_count(),
                jax.local_device_count())
   from mdt_jax.train.loop import train

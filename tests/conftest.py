@@ -1,4 +1,5 @@
-"""Shared test set-up: a compilation cache for subprocesses, fixture locations, numerics helpers."""
+"""Shared test set-up: a compilation cache for subprocesses, fixture locations, numerics helpers, and
+full float32 matmul precision for the parity tests off CPU (``pytest.mark.parity``, docs/design.md)."""
 import os
 import tempfile
 
@@ -8,6 +9,18 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from fixture_scan import TRELLIS_DIR  # noqa: E402
+from mdt_jax import numerics  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _parity_precision(request):
+  """Tests marked ``parity`` compare with upstream float32: run them at the highest matmul precision
+  wherever the backend's default rounds float32 matmuls (GPU TF32, TPU bf16 passes)."""
+  if request.node.get_closest_marker("parity") is None:
+    yield
+    return
+  with numerics.parity_precision():
+    yield
 
 
 def channels_last(x):

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_close
+
 attn = importlib.import_module("mdt_jax.models.attention")  # the module (the package exports the function)
+pytestmark = pytest.mark.parity  # full float32 matmuls off CPU (conftest.py)
 
 
 def _reference(q, k, v, q_seg=None, k_seg=None):

@@ -15,6 +15,8 @@ from conversion import trellis
 from conversion.common import ConversionError
 from fixture_scan import TRELLIS_DIR
 
+pytestmark = pytest.mark.parity  # full float32 matmuls off CPU (conftest.py)
+
 CHECKPOINTS = sorted(p.with_suffix("") for p in TRELLIS_DIR.glob("*.json")
                      if p.with_suffix(".safetensors").exists())
 ROOT = Path(__file__).resolve().parents[1]

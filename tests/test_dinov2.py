@@ -17,6 +17,8 @@ from conversion.dinov2 import load_checkpoint
 from mdt_jax.encoders import condition_tokens, encode_images, imagenet_normalize
 from mdt_jax.models.dinov2 import DinoV2, interpolate_pos_embed
 
+pytestmark = pytest.mark.parity  # full float32 matmuls off CPU (conftest.py)
+
 ATOL = 5e-5
 BF16_MEAN_ATOL = 0.05  # bfloat16 compute: observed mean |error| ~0.01, max ~0.07 on set A
 

@@ -15,6 +15,8 @@ from mdt_jax.distill import Branch, loss_and_grad_fn, objective, objective_confi
 from mdt_jax.distill.objective import make_draws
 from mdt_jax.sparse import SparseTensor
 
+pytestmark = pytest.mark.parity  # full float32 matmuls off CPU (conftest.py)
+
 
 @functools.lru_cache(maxsize=None)
 def _model(name):

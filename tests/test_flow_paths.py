@@ -7,6 +7,8 @@ import pytest
 from mdt_jax import flow, latents
 from mdt_jax.sparse import SparseTensor
 
+pytestmark = pytest.mark.parity  # full float32 matmuls off CPU (conftest.py)
+
 SIGMA = 1e-5
 
 

@@ -14,6 +14,8 @@ from mdt_jax import flow, latents
 from mdt_jax.flow.guidance import guided_velocity
 from mdt_jax.sparse import SparseTensor
 
+pytestmark = pytest.mark.parity  # full float32 matmuls off CPU (conftest.py)
+
 
 @pytest.mark.parametrize("case", cases_of("sampler"), ids=str)
 def test_sampler_matches_reference(case):

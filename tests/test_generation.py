@@ -69,8 +69,10 @@ def test_models_that_do_not_fit_are_named(pipe):
 def test_sample_cli_writes_latents_point_cloud_and_views(generated, tmp_path):
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   r = subprocess.run([sys.executable, "launch/sample.py", f"--out={tmp_path}", "--config.num_samples=1",
-                      "--config.num_views=2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                      "--config.num_views=2", "--config.compute_dtype=bfloat16", "--dtype=float32"],
+                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
+  assert "float32 compute" in r.stdout   # --dtype overrides the config
   assert "[batch 1/1]" in r.stdout and "time per stage" in r.stdout and "slat_flow" in r.stdout
   z = np.load(tmp_path / "sample_000.npz")
   _, out = generated
@@ -84,3 +86,11 @@ def test_sample_cli_writes_latents_point_cloud_and_views(generated, tmp_path):
   vertices = np.array([row.split()[:3] for row in ply[ply.index("end_header") + 1:]], float)
   np.testing.assert_allclose(vertices, (coords + 0.5) / 16 - 0.5, atol=1e-6)
   assert (tmp_path / "sample_000.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sample_cli_names_a_bad_compute_dtype(tmp_path):
+  r = subprocess.run([sys.executable, "launch/sample.py", f"--out={tmp_path}", "--config.compute_dtype=int8"],
+                     cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
+  assert r.returncode != 0
+  assert "config.compute_dtype must be one of ['float32', 'bfloat16', 'float16'], got 'int8'" in r.stderr
+  assert "Traceback" not in r.stderr and not any(tmp_path.iterdir())

@@ -11,6 +11,8 @@ from conftest import assert_close, channels_last
 from conversion.trellis import load_checkpoint, read_config
 from fixture_scan import cases_of
 
+pytestmark = pytest.mark.parity  # full float32 matmuls off CPU (conftest.py)
+
 MODEL_CASES = cases_of("model")
 
 

@@ -18,6 +18,8 @@ from mdt_jax.sparse.conv import sparse_conv3d
 from mdt_jax.sparse.neighbours import OFFSETS, neighbour_table
 from mdt_jax.sparse.resample import downsampling
 
+pytestmark = pytest.mark.parity  # full float32 matmuls off CPU (conftest.py)
+
 
 def random_sites(rng, counts, resolution, clustered=True):
   """Packed coords [N, 4] int32 (b, x, y, z), unique per sample, each sample sorted; clustered

@@ -209,25 +209,31 @@ def _free_port():
 
 def test_two_processes_agree_with_one(toy_quick, ss_teacher, tmp_path):
   """2 processes x 2 devices, params sharded over all 4 (fsdp), each reading its half of the batch;
-  the global batch is the session teacher's 4, so the losses are the one-process, one-device ones."""
+  the global batch is the session teacher's 4, so the losses are the one-process, one-device ones.
+  Run twice over one persistent compilation cache: the second run would hang in its first collective
+  on a cached program (jax 0.12.1, CPU) if launch/train.py did not turn the cache off."""
   overrides = {**toy_quick, **SS_TEACHER, "batch_size_per_device": 1, "total_steps": 3, "mesh.data": 1,
                "mesh.fsdp": 4}
-  flags = ["--distributed", f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2"]
-  cmd = command("teacher:ss_toy", tmp_path, overrides, *flags)
-  processes = [subprocess.Popen([*cmd, f"--process_id={i}"], cwd=ROOT, env=env(devices=2), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for i in range(2)]
-  try:
-    outputs = [p.communicate(timeout=SUBPROCESS_TIMEOUT) for p in processes]
-  finally:
-    for p in processes:
-      p.kill()
-  for i, (p, (_, stderr)) in enumerate(zip(processes, outputs)):
-    assert p.returncode == 0, f"process {i}: {stderr[-3000:]}"
-    assert f"process {i} of 2, 2 local device(s)" in stderr
-  assert [m["step"] for m in metrics_of(tmp_path)] == [1, 2, 3]
-  assert_same_losses(metrics_of(tmp_path), metrics_of(ss_teacher), rtol=2e-5)
-  assert (tmp_path / "snapshots" / "3" / "steps1.npz").exists()
-  trellis.load_checkpoint(tmp_path / "export" / "student_ema0.999")  # gathered across both hosts
+  cache = dict(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  for run in ("first", "second"):
+    workdir = tmp_path / run
+    flags = ["--distributed", f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2"]
+    cmd = command("teacher:ss_toy", workdir, overrides, *flags)
+    processes = [subprocess.Popen([*cmd, f"--process_id={i}"], cwd=ROOT, env=env(devices=2) | cache,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+      outputs = [p.communicate(timeout=SUBPROCESS_TIMEOUT) for p in processes]
+    finally:
+      for p in processes:
+        p.kill()
+    for i, (p, (_, stderr)) in enumerate(zip(processes, outputs)):
+      assert p.returncode == 0, f"{run} run, process {i}: {stderr[-3000:]}"
+      assert f"process {i} of 2, 2 local device(s)" in stderr
+      assert "persistent compilation cache" in stderr
+    assert [m["step"] for m in metrics_of(workdir)] == [1, 2, 3]
+    assert_same_losses(metrics_of(workdir), metrics_of(ss_teacher), rtol=2e-5)
+    assert (workdir / "snapshots" / "3" / "steps1.npz").exists()
+    trellis.load_checkpoint(workdir / "export" / "student_ema0.999")  # gathered across both hosts
 
 
 def test_2x4_mesh_step_equals_one_device_and_restores_on_other_meshes(toy_quick, ss_teacher, tmp_path):

@@ -80,7 +80,8 @@ def check_mesh_equals_single_device(config, workdir, steps):
   assert_trees_close(metrics, metrics_1, f"{config.stage} metrics")
   adam = state_1.opt_state.inner_states["train"].inner_state[1][0]  # (clip, adamw) -> ScaleByAdamState
   assert_trees_close(state.opt_state.inner_states["train"].inner_state[1][0], adam, f"{config.stage} adam moments",
-                     rtol=0, atol=1e-3, leaf_relative=True)  # zero-initialised adaLN: sums that cancel
+                     rtol=0, atol=3e-3, leaf_relative=True)  # zero-initialised adaLN: sums that cancel
+  # (jax 0.12's XLA:CPU sums the sharded gradients in another order: 1.05e-3 of a leaf's max, measured)
   informative = {jax.tree_util.keystr(path): np.abs(np.asarray(m)) > 1e-2 * np.max(np.abs(np.asarray(m)), initial=0)
                  for path, m in jax.tree_util.tree_leaves_with_path(adam.mu)}
   step_tol = 2e-2 * config.lr  # an Adam step moves an element by about lr

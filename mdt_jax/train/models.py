@@ -7,15 +7,14 @@ import jax
 import jax.numpy as jnp
 
 from conversion import flax_io, trellis
+from mdt_jax import numerics
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(config):
-  if config.compute_dtype not in DTYPES:
-    raise ValueError(f"config.compute_dtype must be one of {sorted(DTYPES)} (float16 training would need "
-                     f"dynamic loss scaling, which is not offered), got {config.compute_dtype!r}")
-  return DTYPES[config.compute_dtype]
+  """The trunk's compute dtype for training: float32 or bfloat16 (no float16: it would need loss scaling)."""
+  return numerics.compute_dtype(config.compute_dtype, allowed=numerics.TRAINING_DTYPES,
+                                field="config.compute_dtype")
 
 
 def load_any(path: str, *, dtype):
