@@ -40,12 +40,17 @@ from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure  # no
 _ONLY = flags.DEFINE_list("only", [], "Sections to run (default: all).")
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one timed call each: under 5 minutes on 2 CPU cores.")
 _OUT = flags.DEFINE_string("out", None, "Write every figure to this JSON file.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", list(numerics.COMPUTE_DTYPES),
+_SUITE = flags.DEFINE_enum("suite", None, ["gpu"], "A preset of sections and sizes (flags given explicitly win): "
+                           "gpu = bf16 SS L at B=1,8, SLat L at 5k/20k/32,768 voxels, VM+VD steps of both stages, "
+                           "sampling, attention per implementation (under 8 minutes on one H100/H200); with "
+                           "--quick, the same sections at tiny sizes (CPU, CI).")
+_DTYPE = flags.DEFINE_enum("dtype", None, list(numerics.COMPUTE_DTYPES),
                            "Compute dtype of the models and attention inputs (params stay float32); fractions "
-                           "are then of this dtype's GEMM rate.")
+                           "are then of this dtype's GEMM rate (default float32; bfloat16 with --suite=gpu).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (median reported; 1 with --quick).")
 _SS_SIZES = flags.DEFINE_list("ss_sizes", None, "SS-flow configs for ss_forward: tiny, M, L "
                               "(default tiny,L; --quick tiny,M).")
+_SS_BATCHES = flags.DEFINE_list("ss_batches", ["1"], "Batch sizes of ss_forward.")
 _SLAT_SIZES = flags.DEFINE_list("slat_sizes", None, "SLat-flow configs for slat_forward: tiny, L "
                                 "(default tiny,L; --quick tiny).")
 _SLAT_VOXELS = flags.DEFINE_list("slat_voxels", None, "Active voxels of the one 64^3 sample "
@@ -89,8 +94,30 @@ def repeats():
   return 1 if _QUICK.value else _REPEATS.value
 
 
+# --suite presets: flag values used unless the flag is given on the command line.
+SUITES = {
+    ("gpu", False): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling"],
+                         dtype="bfloat16", ss_sizes=["L"], ss_batches=["1", "8"], slat_sizes=["L"],
+                         slat_voxels=["5000", "20000", "32768"], slat_L_max_voxels=32768, slat_stream=0,
+                         step_sizes=["ss:L", "slat:L"], objectives=["vm_vd"], sampling_ss_size="L"),
+    ("gpu", True): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling"],
+                        dtype="bfloat16", ss_sizes=["tiny"], ss_batches=["1", "2"], slat_sizes=["tiny"],
+                        slat_voxels=["2000"], slat_stream=0, step_sizes=["ss:tiny", "slat:tiny"],
+                        objectives=["vm_vd"], sampling_ss_size="tiny"),
+}
+
+
+def apply_suite():
+  """Sets the flags of ``--suite`` (with ``--quick``: its tiny variant) that were not given."""
+  if not _SUITE.value:
+    return
+  for name, value in SUITES[_SUITE.value, _QUICK.value].items():
+    if not flags.FLAGS[name].present:
+      flags.FLAGS[name].value = value
+
+
 def compute_dtype():
-  return numerics.compute_dtype(_DTYPE.value, field="--dtype")
+  return numerics.compute_dtype(_DTYPE.value or "float32", field="--dtype")
 
 
 def _sizes(flag, full, quick):
@@ -125,11 +152,32 @@ def matmul():
     rates["bfloat16"] = gemm_throughput(n, jnp.bfloat16)
   else:
     REPORT.figure("bfloat16 GEMM units", "none", "this CPU has no bf16 matmul units (no avx512_bf16/amx)")
-  if _DTYPE.value not in rates:
-    rates[_DTYPE.value] = gemm_throughput(n, compute_dtype())
+  dtype = _DTYPE.value or "float32"
+  if dtype not in rates:
+    rates[dtype] = gemm_throughput(n, compute_dtype())
   for name, rate in rates.items():
     REPORT.add(Result("matmul", f"{name} {n}^3 GEMM", 2 * n ** 3 / rate, flops=2 * n ** 3, notes="best of 5"))
-  REPORT.gemm_flops_per_s = rates[_DTYPE.value]
+  REPORT.gemm_flops_per_s = rates[dtype]
+
+
+def _time_attention(case, q, k, v, impls, flops, both=True, **kwargs):
+  """Forward (and forward+backward) of ``attention`` per implementation -> {(impl, kind): seconds}."""
+  attn = importlib.import_module("mdt_jax.models.attention")
+  times = {}
+  for impl in impls:
+    f = lambda q, k, v, impl=impl: attn.attention(q, k, v, implementation=impl, **kwargs)
+    times[impl, "fwd"] = measure(REPORT, "attention", f"{impl} {case} fwd", f, q, k, v, flops=flops,
+                                 repeats=repeats()).seconds
+    if both:
+      g = jax.grad(lambda q, k, v: jnp.sum(jnp.square(f(q, k, v).astype(jnp.float32))), argnums=(0, 1, 2))
+      times[impl, "fwd+bwd"] = measure(REPORT, "attention", f"{impl} {case} fwd+bwd", g, q, k, v,
+                                       flops=3 * flops, repeats=repeats()).seconds
+  return times
+
+
+def _qkv(b, lq, lk, h=16, d=64, seed=0):
+  rng = np.random.default_rng(seed)
+  return tuple(jnp.asarray(rng.standard_normal(s), compute_dtype()) for s in ((b, lq, h, d), (b, lk, h, d), (b, lk, h, d)))
 
 
 def attention():
@@ -137,30 +185,12 @@ def attention():
   over 4,096 tokens and cross attention to 1,374 condition tokens, forward and forward+backward
   (FLOPs: 4 B H Lq Lk D forward, 3x that for forward+backward), plain XLA vs blocked; then the
   crossover of the two (2 x L tokens, 16 heads) that sets BLOCKED_FROM_SCORES; then segment ids (two
-  samples of 2,500 tokens, the sparse layout) where the blocked path skips cross-sample blocks."""
-  attn = importlib.import_module("mdt_jax.models.attention")
-  rng = np.random.default_rng(0)
-  make = lambda *s: jnp.asarray(rng.standard_normal(s), compute_dtype())
-  h, d = 16, 64
-
-  def pair(case, lq, lk, b=1, impls=("xla", "blocked"), seg=None, both=True):
-    q, k, v = make(b, lq, h, d), make(b, lk, h, d), make(b, lk, h, d)
-    kw = {} if seg is None else dict(q_segment_ids=seg, kv_segment_ids=seg)
-    if seg is None:
-      flops = model_flops.attention(b, h, lq, lk, d)
-    else:   # only same-segment (query, key) pairs are model FLOPs
-      flops = sum(model_flops.attention(1, h, n, n, d) for n in np.unique(np.asarray(seg), return_counts=True)[1])
-    times = {}
-    for impl in impls:
-      f = lambda q, k, v, impl=impl: attn.attention(q, k, v, implementation=impl, **kw)
-      times[impl, "fwd"] = measure(REPORT, "attention", f"{impl} {case} fwd", f, q, k, v, flops=flops,
-                                   repeats=repeats()).seconds
-      if both:
-        g = jax.grad(lambda q, k, v: jnp.sum(jnp.square(f(q, k, v))), argnums=(0, 1, 2))
-        times[impl, "fwd+bwd"] = measure(REPORT, "attention", f"{impl} {case} fwd+bwd", g, q, k, v,
-                                         flops=3 * flops, repeats=repeats()).seconds
-    return times
-
+  samples of 2,500 tokens, the sparse layout) where the blocked path skips cross-sample blocks.
+  With ``--suite``: :func:`attention_per_implementation` instead."""
+  if _SUITE.value:
+    return attention_per_implementation()
+  pair = lambda case, lq, lk, b=1: _time_attention(case, *_qkv(b, lq, lk), ("xla", "blocked"),
+                                                   model_flops.attention(b, 16, lq, lk, 64))
   times = pair("self 4096", 4096, 4096)
   for kind in ("fwd", "fwd+bwd"):
     REPORT.figure(f"attention 4096 {kind}: xla / blocked", times["xla", kind] / times["blocked", kind])
@@ -171,36 +201,63 @@ def attention():
     REPORT.figure(f"attention {n} fwd+bwd: xla / blocked", t["xla", "fwd+bwd"] / t["blocked", "fwd+bwd"])
   if not _QUICK.value:
     seg = jnp.asarray(np.repeat([0, 1], 2500).astype(np.int32))[None]
-    pair("segments 2x2500", 5000, 5000, seg=seg)
+    _time_attention("segments 2x2500", *_qkv(1, 5000, 5000), ("xla", "blocked"),
+                    2 * model_flops.attention(1, 16, 2500, 2500, 64), q_segment_ids=seg, kv_segment_ids=seg)
+
+
+def attention_per_implementation():
+  """Every implementation that runs here, in --dtype, 16 heads of 64, forward and forward+backward:
+  dense B=4 x L (L = 4,096; --quick 256) self attention, then the same 4 x L tokens packed into one
+  sequence of 4 segments (equal, then unequal lengths: 0.25, 0.75, 1.25, 1.75 L), the sparse layout;
+  the figure is packed / dense at equal total tokens (the variable-length cost)."""
+  n = 256 if _QUICK.value else 4096
+  half = compute_dtype() != jnp.float32
+  dense_impls = ["xla", "blocked"] + (["cudnn"] if half and jax.default_backend() == "gpu" else [])
+  dense = _time_attention(f"dense 4x{n}", *_qkv(4, n, n), dense_impls, model_flops.attention(4, 16, n, n, 64))
+  best_dense = {kind: min(t for (impl, k), t in dense.items() if k == kind) for kind in ("fwd", "fwd+bwd")}
+  attn = importlib.import_module("mdt_jax.models.attention")
+  for label, lengths in (("equal", [n] * 4), ("unequal", [n // 4, 3 * n // 4, 5 * n // 4, 7 * n // 4])):
+    seg = jnp.asarray(np.repeat(np.arange(4), lengths).astype(np.int32))[None]
+    flops = sum(model_flops.attention(1, 16, m, m, 64) for m in lengths)
+    packed = _time_attention(f"packed 4 segments {label} ({sum(lengths)} tokens)", *_qkv(1, sum(lengths), sum(lengths)),
+                             ["varlen", "blocked"], flops, q_segment_ids=seg, kv_segment_ids=seg,
+                             packing=attn.Packing(4, max(lengths), max(lengths)))
+    for kind in ("fwd", "fwd+bwd"):
+      REPORT.figure(f"attention packed {label} / best dense, {kind}", packed["varlen", kind] / best_dense[kind],
+                    f"varlen {packed['varlen', kind] * 1e3:.3g} ms vs dense {best_dense[kind] * 1e3:.3g} ms; "
+                    f"target <= 1.5 on GPU")
 
 
 # ---------------------------------------------------------------------------------------------
 def ss_forward():
-  """SS flow forward and forward+backward (d/dparams of sum(v^2)), batch 1, compute in --dtype, at the
-  configured sizes (M: the real token counts at width 384; L: the full 555 M-param config)."""
+  """SS flow forward and forward+backward (d/dparams of sum(v^2)) at each of ``--ss_batches``, compute
+  in --dtype, at the configured sizes (M: the real token counts at width 384; L: the full 555 M-param
+  config)."""
   for size in _sizes(_SS_SIZES, ["tiny", "L"], ["tiny", "M"]):
     model, params = _model(SS_CONFIGS, size)
-    x, t, cond = _ss_inputs(model, size, 1)
     fwd = lambda p, x, t, c: model.apply({"params": p}, x, t, c)
-    flops = model_flops.ss_flow(model, COND_TOKENS[size])
     tokens = (model.resolution // model.patch_size) ** 3
     note = f"{_n_params(params) / 1e6:.1f} M params, {tokens} tokens, {COND_TOKENS[size]} cond tokens"
-    measure(REPORT, "ss_forward", f"{size} fwd", fwd, params, x, t, cond, flops=flops, repeats=repeats(), notes=note)
-    r = measure(REPORT, "ss_forward", f"{size} fwd+bwd", _sum_of_squares(fwd), params, x, t, cond, flops=3 * flops,
-                repeats=repeats())
+    for batch in map(int, _SS_BATCHES.value):
+      x, t, cond = _ss_inputs(model, size, batch)
+      flops = batch * model_flops.ss_flow(model, COND_TOKENS[size])
+      case = size if batch == 1 else f"{size} B={batch}"
+      measure(REPORT, "ss_forward", f"{case} fwd", fwd, params, x, t, cond, flops=flops, repeats=repeats(), notes=note)
+      r = measure(REPORT, "ss_forward", f"{case} fwd+bwd", _sum_of_squares(fwd), params, x, t, cond,
+                  flops=3 * flops, repeats=repeats())
+      # Past the available memory: rematerialised blocks (XLA:CPU's plan barely shrinks with them), then
+      # half the blocks (the same per-block work, so the same utilisation; FLOPs of the half model).
+      variants = [("remat blocks", {"use_checkpoint": True}),
+                  (f"{model.num_blocks // 2} of {model.num_blocks} blocks", {"num_blocks": model.num_blocks // 2})]
+      while r.notes == "not run (memory)" and variants:
+        label, overrides = variants.pop(0)
+        other, other_params = _model(SS_CONFIGS, size, **overrides)
+        f = lambda p, x, t, c, m=other: m.apply({"params": p}, x, t, c)
+        r = measure(REPORT, "ss_forward", f"{case} fwd+bwd ({label})", _sum_of_squares(f), other_params, x, t, cond,
+                    flops=3 * batch * model_flops.ss_flow(other, COND_TOKENS[size]), repeats=repeats(),
+                    notes="model FLOPs 3x forward (a recomputed forward not counted)")
+        del other_params
     del params
-    # Past the available memory: rematerialised blocks (XLA:CPU's plan barely shrinks with them), then
-    # half the blocks (the same per-block work, so the same utilisation; FLOPs of the half model).
-    variants = [("remat blocks", {"use_checkpoint": True}), (f"{model.num_blocks // 2} of {model.num_blocks} blocks",
-                                                             {"num_blocks": model.num_blocks // 2})]
-    while r.notes == "not run (memory)" and variants:
-      label, overrides = variants.pop(0)
-      other, other_params = _model(SS_CONFIGS, size, **overrides)
-      f = lambda p, x, t, c, m=other: m.apply({"params": p}, x, t, c)
-      r = measure(REPORT, "ss_forward", f"{size} fwd+bwd ({label})", _sum_of_squares(f), other_params, x, t, cond,
-                  flops=3 * model_flops.ss_flow(other, COND_TOKENS[size]), repeats=repeats(),
-                  notes="model FLOPs 3x forward (a recomputed forward not counted)")
-      del other_params
 
 
 def _ss_inputs(model, size, batch, seed=0):
@@ -419,11 +476,13 @@ ON_REQUEST = ("train_memory",)     # run only when named in --only (~16 minutes 
 def main(argv):
   del argv
   global REPORT
+  apply_suite()
   unknown = sorted(set(_ONLY.value) - set(SECTIONS))
   if unknown:
     raise app.UsageError(f"unknown --only section(s) {unknown}; known: {sorted(SECTIONS)}")
   names = _ONLY.value or [n for n in SECTIONS if n not in ON_REQUEST]
   REPORT = Report()
+  REPORT.conditions.update(dtype=_DTYPE.value or "float32", suite=_SUITE.value, quick=_QUICK.value)
   print(f"{REPORT.conditions['summary']}; {len(jax.devices())} device(s)", flush=True)
   start = time.perf_counter()
   if names != ["train_memory"] and "matmul" not in names:
@@ -433,7 +492,7 @@ def main(argv):
     SECTIONS[name]()
   if REPORT.gemm_flops_per_s:       # measured again at the end: fractions use the better of the two
     again = gemm_throughput(4096, compute_dtype())
-    REPORT.figure(f"{_DTYPE.value} GEMM GFLOP/s at start / end", f"{REPORT.gemm_flops_per_s / 1e9:.0f} / {again / 1e9:.0f}",
+    REPORT.figure(f"{_DTYPE.value or 'float32'} GEMM GFLOP/s at start / end", f"{REPORT.gemm_flops_per_s / 1e9:.0f} / {again / 1e9:.0f}",
                   "fractions use the larger")
     REPORT.gemm_flops_per_s = max(REPORT.gemm_flops_per_s, again)
   REPORT.figure("benchmark wall time s", round(time.perf_counter() - start, 1))

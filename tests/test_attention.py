@@ -29,11 +29,12 @@ def _inputs(seed, b, lq, lk, h, d):
   return rng, q, k, v
 
 
-def _check(q, k, v, q_seg=None, k_seg=None, *, block_q, block_k, valid=None):
-  """Blocked == reference on the valid query rows, forward and d/d(q, k, v) of a weighted sum."""
+def _check(q, k, v, q_seg=None, k_seg=None, *, block_q=None, block_k=None, valid=None, attend=None):
+  """``attend(q, k, v)`` (default: blocked with these block sizes) == reference on the valid query rows,
+  forward and d/d(q, k, v) of a weighted sum."""
   valid = np.ones(q.shape[:2], bool) if valid is None else valid
   weight = jnp.asarray(np.random.default_rng(1).standard_normal(q.shape), jnp.float32) * valid[:, :, None, None]
-  blocked = lambda q, k, v: attn.blocked_attention(q, k, v, q_seg, k_seg, block_q=block_q, block_k=block_k)
+  blocked = attend or (lambda q, k, v: attn.blocked_attention(q, k, v, q_seg, k_seg, block_q=block_q, block_k=block_k))
   ref = lambda q, k, v: _reference(q, k, v, q_seg, k_seg)
 
   def value_and_grads(f):          # one compiled program: the output and d/d(q, k, v) of sum(out * weight)
@@ -79,6 +80,41 @@ def test_blocked_cross_attention_segments():
   q_seg = jnp.asarray(np.r_[np.zeros(10), np.ones(15), np.full(13, 2), np.full(3, -1)].astype(np.int32))[None]
   k_seg = jnp.repeat(jnp.arange(3, dtype=jnp.int32), 7)[None]
   _check(q, k, v, q_seg, k_seg, block_q=8, block_k=4, valid=np.asarray(q_seg) >= 0)
+
+
+# Packed segments, odd lengths: 12 rows of sample 0, padding, 17 of sample 1, one row of sample 2,
+# sample 3 absent (no rows), 4 rows of sample 4, padding at the end.
+_PACKED = np.concatenate([np.zeros(12), np.full(3, -1), np.ones(17), [2], np.full(4, 4), np.full(8, -1)]).astype(np.int32)
+
+
+def test_varlen_segments_match_the_formula_with_padding_single_row_and_absent_samples():
+  """Regrouped into [5, capacity] with lengths (the GPU path; XLA's kernel here), forward and grads,
+  two batch rows with different layouts; padding rows NaN-free and 0."""
+  _, q, k, v = _inputs(8, 2, len(_PACKED), len(_PACKED), 2, 8)
+  seg = jnp.asarray(np.stack([_PACKED, np.roll(_PACKED, 5)]))
+  for packing in (attn.Packing(5), attn.Packing(5, q_capacity=17, kv_capacity=17)):
+    f = lambda q, k, v: attn.varlen_attention(q, k, v, seg, seg, packing, kernel="xla")
+    _check(q, k, v, seg, seg, valid=np.asarray(seg) >= 0, attend=f)
+    assert bool(jnp.all(f(q, k, v)[np.asarray(seg) < 0] == 0))
+
+
+def test_varlen_cross_attention_to_each_samples_condition():
+  """Packed tokens of 3 samples against their 7 condition tokens each, flattened (the SLat model's
+  cross attention): kv regrouped exactly, [3, 7]."""
+  _, q, k, v = _inputs(9, 1, 41, 21, 2, 8)
+  q_seg = jnp.asarray(np.r_[np.zeros(10), np.ones(15), np.full(13, 2), np.full(3, -1)].astype(np.int32))[None]
+  k_seg = jnp.repeat(jnp.arange(3, dtype=jnp.int32), 7)[None]
+  f = lambda q, k, v: attn.attention(q, k, v, q_segment_ids=q_seg, kv_segment_ids=k_seg,
+                                     packing=attn.Packing(3, kv_capacity=7), implementation="varlen")
+  _check(q, k, v, q_seg, k_seg, valid=np.asarray(q_seg) >= 0, attend=f)
+
+
+def test_varlen_capacity_overflow_is_nan_for_that_segment_only():
+  _, q, k, v = _inputs(10, 1, len(_PACKED), len(_PACKED), 2, 4)
+  seg = jnp.asarray(_PACKED)[None]
+  out = attn.varlen_attention(q, k, v, seg, seg, attn.Packing(5, q_capacity=12, kv_capacity=17), kernel="xla")
+  nan_rows = np.asarray(jnp.any(jnp.isnan(out[0]), axis=(-2, -1)))
+  np.testing.assert_array_equal(nan_rows, _PACKED == 1)      # sample 1 has 17 rows > 12
 
 
 def test_blocked_under_vmap():
@@ -132,12 +168,15 @@ def test_forward_mode_jvp_under_context():
 
 
 def test_backend_choice(monkeypatch):
-  """GPU: cuDNN for half precision without segment ids, blocked with them; TPU: splash when shipped."""
+  """GPU: never the blocked loop: cuDNN for half precision, varlen for packed segments, XLA's exact
+  path for float32; TPU: splash when shipped."""
   half = jax.ShapeDtypeStruct((1, 4096, 2, 64), jnp.bfloat16)
   full = jax.ShapeDtypeStruct((1, 4096, 2, 64), jnp.float32)
   short = jax.ShapeDtypeStruct((1, 64, 2, 64), jnp.float32)
+  packing = attn.Packing(2)
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  assert (attn._choose(half, half, False), attn._choose(half, half, True)) == ("cudnn", "blocked")
-  assert (attn._choose(full, full, False), attn._choose(short, short, False)) == ("blocked", "xla")
+  assert (attn._choose(half, half, False), attn._choose(half, half, True, packing)) == ("cudnn", "varlen")
+  assert (attn._choose(full, full, True, packing), attn._choose(full, full, True)) == ("varlen", "xla")
+  assert (attn._choose(full, full, False), attn._choose(short, short, False)) == ("xla", "xla")
   monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
   assert attn._choose(full, full, True) == ("splash" if attn._splash_module() is not None else "blocked")

@@ -100,3 +100,18 @@ def test_half_precision_trunk_stays_close(case, dtype):
   out, ref, _ = run_ss_flow(model, params, np.load(case.io))
   assert out.dtype == np.float32 and all(p.dtype == np.float32 for p in jax.tree.leaves(params))
   assert_close(out, ref, atol=1e-2 if dtype == "float16" else 5e-2, rtol=0, what=f"{case.name} {dtype}")
+
+
+@pytest.mark.parametrize("case", [c for c in MODEL_CASES if c.model_name in ("SLatFlowModel", "ElasticSLatFlowModel")],
+                         ids=str)
+@pytest.mark.parametrize("attention, conv", [("blocked", "scan"), ("varlen", "gathered")])
+def test_sparse_model_matches_reference_on_each_path(case, attention, conv, monkeypatch):
+  """The SLat model through the CPU's long-sequence path (blocked attention, scanned conv taps) and
+  the accelerators' (variable-length attention, one gathered conv GEMM); the automatic choice above
+  is the plain attention on CPU at these sizes."""
+  monkeypatch.setenv("MDT_ATTENTION", attention)
+  monkeypatch.setenv("MDT_SPARSE_CONV", conv)
+  model, params = _load(case)
+  out, ref, _ = run_slat_flow(model, params, np.load(case.io))
+  tol = _tolerance(case)
+  assert_close(out, ref, atol=tol, rtol=tol, what=f"{case.name} output, {attention} attention, {conv} conv")

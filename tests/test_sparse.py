@@ -94,7 +94,8 @@ def test_neighbour_table_finds_exactly_the_active_neighbours():
     np.testing.assert_array_equal(table[i], expected, err_msg=f"row {i} {c}")
 
 
-def test_sparse_conv_equals_dense_conv_at_active_sites():
+@pytest.mark.parametrize("implementation", ["scan", "gathered"])
+def test_sparse_conv_equals_dense_conv_at_active_sites(implementation):
   rng = np.random.default_rng(1)
   r, c_in, c_out = 6, 3, 4
   coords = random_sites(rng, [40, 25], r)
@@ -103,7 +104,7 @@ def test_sparse_conv_equals_dense_conv_at_active_sites():
   bias = rng.standard_normal(c_out).astype(np.float32)
   x = interleave_padding(coords, feats, [5, 2])
   conv = jax.jit(lambda x: sparse_conv3d(x.feats, neighbour_table(x.coords, x.mask, resolution=r, batch_size=2),
-                                         kernel, bias))
+                                         kernel, bias, implementation=implementation))
   got = np.asarray(conv(x))[np.asarray(x.mask)]
   assert_close(got, dense_conv_at_sites(coords, feats, kernel, bias, r, 2), atol=1e-5, rtol=1e-5, what="conv")
 
@@ -179,7 +180,8 @@ def test_masked_attention_block_equals_per_sample_dense_block():
   assert np.all(grad[~np.asarray(x.mask)] == 0) and np.any(grad[np.asarray(x.mask)] != 0)
 
 
-def test_gradients_through_sparse_conv_and_resampling():
+@pytest.mark.parametrize("implementation", ["scan", "gathered"])
+def test_gradients_through_sparse_conv_and_resampling(implementation):
   rng = np.random.default_rng(4)
   r = 6
   coords = random_sites(rng, [20, 14], r)
@@ -198,9 +200,9 @@ def test_gradients_through_sparse_conv_and_resampling():
 
   @jax.jit
   def loss(feats, kernel):
-    h = sparse_conv3d(feats, fine_table, kernel, bias)
+    h = sparse_conv3d(feats, fine_table, kernel, bias, implementation=implementation)
     coarse = ds.pool(x.replace_feats(h))
-    h = sparse_conv3d(coarse.feats, coarse_table, kernel[..., :2, :], bias)
+    h = sparse_conv3d(coarse.feats, coarse_table, kernel[..., :2, :], bias, implementation=implementation)
     return jnp.sum(jnp.tanh(ds.unpool(coarse.replace_feats(h)).feats) * valid)
 
   grad = np.asarray(assert_gradient_matches_finite_difference(loss, (x.feats, kernel), seed=1)[0])

@@ -181,9 +181,11 @@ def measure(report: Report, section: str, case: str, fn: Callable, *args, flops=
 
 
 def available_bytes() -> Optional[int]:
-  """MemAvailable of /proc/meminfo (Linux CPU hosts), else None."""
+  """Free memory of the first device (its allocator's limit less what is in use) on an accelerator;
+  MemAvailable of /proc/meminfo on a Linux CPU host; else None."""
   if jax.default_backend() != "cpu":
-    return None
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats["bytes_limit"] - stats.get("bytes_in_use", 0) if "bytes_limit" in stats else None
   try:
     with open("/proc/meminfo") as f:
       for line in f:

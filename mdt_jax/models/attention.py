@@ -11,6 +11,13 @@ Every model calls :func:`attention`; making it faster happens here, in place. Im
   saved output and log-sum-exp, so neither pass holds an Lq x Lk matrix. With segment ids, a
   (query block, key block) pair whose segment-id ranges do not overlap is skipped (``lax.cond``;
   rows of a sample are contiguous in the sparse layout, so most cross-sample pairs are skipped).
+- ``"varlen"``: packed segments (the sparse layout: each sample's rows contiguous, padding rows
+  anywhere) regrouped into a padded [S, capacity] batch, one row per segment, and handed to a dense
+  kernel with per-segment query and key lengths (``jax.nn.dot_product_attention``'s
+  ``query_seq_lengths`` / ``key_value_seq_lengths``): cuDNN flash attention for bf16/fp16 on GPU,
+  XLA's path otherwise; then scattered back. Needs the static :class:`Packing` (number of
+  segments, rows per segment), which the sparse model passes. No query meets a key of another
+  segment, so no cross-sample FLOPs are spent.
 - ``"cudnn"``: cuDNN flash attention through ``jax.nn.dot_product_attention`` (GPU, bf16/fp16, no
   segment ids).
 - ``"splash"``: the Pallas splash-attention kernel that jax ships for TPU (segment ids native).
@@ -20,15 +27,24 @@ network wraps it in ``with forward_mode_autodiff():``, under which the blocked p
 plain scans (JAX differentiates them forward; nothing of size Lq x Lk is stored either).
 
 ``implementation=None`` (or ``MDT_ATTENTION=<name>`` in the environment) chooses automatically:
-CPU: ``xla`` while the scores of one head, Lq x Lk, stay below ``BLOCKED_FROM_SCORES`` (the
-measured crossover, see ``launch/benchmark.py --only=attention``), else ``blocked``; GPU:
-``cudnn`` for bf16/fp16 inputs without segment ids, ``blocked`` with segment ids or float32 at
-long lengths, else ``xla``; TPU: ``splash`` when the kernel imports, else ``blocked``.
+
+| backend | inputs | choice | why (measured) |
+|---|---|---|---|
+| CPU | Lq x Lk < ``BLOCKED_FROM_SCORES`` per head | ``xla`` | ``launch/benchmark.py --only=attention``: level or faster below 256 x 256 |
+| CPU | longer | ``blocked`` | 4,096 tokens, 16 x 64 heads, 2 cores (jax 0.12.1): 4.6x (fwd) / 1.7x (fwd+bwd) faster than ``xla``, 1/16 of its planned memory |
+| GPU | segment ids + ``packing`` | ``varlen`` (cuDNN for bf16/fp16, XLA for float32) | H200, 4,096 tokens, 16 x 64 heads, B=4, fwd / fwd+bwd: cuDNN 0.92 / 2.9 ms, XLA 4.0 / 12.4 ms, ``blocked`` 9.8 / 25.9 ms |
+| GPU | bf16/fp16, no segment ids | ``cudnn`` | same measurement |
+| GPU | float32 (or segment ids without ``packing``) | ``xla`` | the fastest exact float32 path of the three above (cuDNN takes no float32); it stores the Lq x Lk scores |
+| TPU | any | ``splash`` when the kernel imports, else as on CPU | |
+
+The GPU figures are from one H200 (jax 0.11.2, the project at 96ee7a6); ``--suite=gpu`` of
+``launch/benchmark.py`` measures every implementation side by side, ``varlen`` included.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import math
 import os
@@ -36,7 +52,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("xla", "blocked", "cudnn", "splash")
+IMPLEMENTATIONS = ("xla", "blocked", "varlen", "cudnn", "splash")
 # CPU crossover: the blocked path is faster from this many scores per head (Lq * Lk) on; measured
 # (launch/benchmark.py --only=attention): already 1.5-2x faster at 256 x 256, level or slower below.
 BLOCKED_FROM_SCORES = 256 * 256
@@ -47,6 +63,17 @@ _MASKED = -1e30          # finite "minus infinity": fully masked rows stay NaN-f
 _PAD_Q = jnp.iinfo(jnp.int32).min + 1   # segment ids of rows added to fill the last block
 _PAD_K = jnp.iinfo(jnp.int32).min
 _FORWARD_MODE = contextvars.ContextVar("mdt_attention_forward_mode", default=False)
+
+
+@jax.tree_util.register_static      # no leaves: passes jit, remat and vmap boundaries as static data
+@dataclasses.dataclass(frozen=True)
+class Packing:
+  """Static shape of packed segments, for the ``varlen`` path: real rows carry segment ids in
+  [0, ``num_segments``); a segment holds at most ``q_capacity`` query and ``kv_capacity`` key rows
+  (None: the sequence length, always enough). A segment past its capacity makes its rows' output NaN."""
+  num_segments: int
+  q_capacity: int | None = None
+  kv_capacity: int | None = None
 
 
 @contextlib.contextmanager
@@ -62,6 +89,7 @@ def forward_mode_autodiff():
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
               q_segment_ids: jax.Array | None = None,
               kv_segment_ids: jax.Array | None = None,
+              packing: Packing | None = None,
               implementation: str | None = None) -> jax.Array:
   """Softmax attention ``softmax(q k^T / sqrt(d)) v`` per head.
 
@@ -71,6 +99,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
       Padding rows get a segment id that no real row uses (e.g. -1); their output is finite and
       meaningless (callers mask it), and no NaN reaches the gradients.
     kv_segment_ids: optional [B, Lk] int, required together with ``q_segment_ids``.
+    packing: optional static :class:`Packing` of the segments (enables ``varlen``).
     implementation: None (automatic, see the module docstring), or one of ``IMPLEMENTATIONS``.
   Returns:
     [B, Lq, H, D] in q's dtype.
@@ -78,7 +107,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
   if (q_segment_ids is None) != (kv_segment_ids is None):
     raise ValueError("attention: pass both q_segment_ids and kv_segment_ids, or neither")
   segmented = q_segment_ids is not None
-  impl = implementation or os.environ.get("MDT_ATTENTION") or _choose(q, k, segmented)
+  impl = implementation or os.environ.get("MDT_ATTENTION") or _choose(q, k, segmented, packing)
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f"attention: implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
   backend = jax.default_backend()
@@ -88,8 +117,12 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     q, k, v = (a.astype(jnp.float32) for a in (q, k, v))
   if impl == "cudnn":
     if segmented:
-      raise ValueError("attention: the cudnn implementation takes no segment ids (use blocked)")
+      raise ValueError("attention: the cudnn implementation takes no segment ids (use varlen)")
     out = jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+  elif impl == "varlen":
+    if not segmented or packing is None:
+      raise ValueError("attention: the varlen implementation needs segment ids and a Packing")
+    out = varlen_attention(q, k, v, q_segment_ids, kv_segment_ids, packing)
   elif impl == "splash":
     out = _splash(q, k, v, q_segment_ids, kv_segment_ids)
   elif impl == "blocked":
@@ -99,15 +132,15 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
   return out.astype(dtype)
 
 
-def _choose(q, k, segmented: bool) -> str:
+def _choose(q, k, segmented: bool, packing: Packing | None = None) -> str:
   backend = jax.default_backend()
   long = q.shape[1] * k.shape[1] >= BLOCKED_FROM_SCORES
   if backend == "gpu":
-    if q.dtype in (jnp.bfloat16, jnp.float16) and not segmented:
-      return "cudnn"
-    return "blocked" if long or segmented else "xla"
-  if backend == "tpu":
-    return "splash" if _splash_module() is not None else ("blocked" if long or segmented else "xla")
+    if segmented:
+      return "varlen" if packing is not None else "xla"
+    return "cudnn" if q.dtype in (jnp.bfloat16, jnp.float16) else "xla"
+  if backend == "tpu" and _splash_module() is not None:
+    return "splash"
   return "blocked" if long else "xla"
 
 
@@ -120,6 +153,51 @@ def _plain(q, k, v, q_segment_ids, kv_segment_ids):
     # (its output is discarded by the caller) so that no NaN reaches the gradients.
     mask = mask | ~jnp.any(mask, axis=-1, keepdims=True)
   return jax.nn.dot_product_attention(q, k, v, mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Packed segments regrouped for a dense kernel with sequence lengths.
+
+def varlen_attention(q, k, v, q_segment_ids, kv_segment_ids, packing: Packing, *, kernel: str | None = None):
+  """Packed segments -> [S, capacity] per batch row -> a dense kernel with lengths -> packed.
+
+  q [B, Lq, H, D], k, v [B, Lk, H, D], segment ids [B, L] (see :func:`attention`). ``kernel``:
+  ``"cudnn"`` or ``"xla"`` (default: cuDNN for bf16/fp16 on GPU, else XLA). Padding query rows get
+  0; the rows of a segment with more query or key rows than its capacity get NaN.
+  """
+  if kernel is None:
+    half = q.dtype in (jnp.bfloat16, jnp.float16)
+    kernel = "cudnn" if half and jax.default_backend() == "gpu" else "xla"
+  s = packing.num_segments
+  cap_q, cap_k = packing.q_capacity or q.shape[1], packing.kv_capacity or k.shape[1]
+
+  def one_row(q, k, v, q_seg, kv_seg):
+    q_slot, q_len, q_over = _segment_slots(q_seg, s, cap_q)
+    k_slot, k_len, k_over = _segment_slots(kv_seg, s, cap_k)
+    padded = lambda x, slot, cap: jnp.zeros((s * cap,) + x.shape[1:], x.dtype).at[slot].set(
+        x, mode="drop").reshape(s, cap, *x.shape[1:])
+    # A segment without keys (absent sample) still gets one zero key: finite rows, no NaN gradient.
+    out = jax.nn.dot_product_attention(padded(q, q_slot, cap_q), padded(k, k_slot, cap_k), padded(v, k_slot, cap_k),
+                                       query_seq_lengths=q_len, key_value_seq_lengths=jnp.maximum(k_len, 1),
+                                       implementation=kernel)
+    out = out.reshape(s * cap_q, *out.shape[2:]).at[q_slot].get(mode="fill", fill_value=0)
+    overflow = (q_over | k_over)[jnp.clip(q_seg, 0, s - 1)] & (q_seg >= 0) & (q_seg < s)
+    return jnp.where(overflow[:, None, None], jnp.nan, out)
+
+  return jax.vmap(one_row)(q, k, v, q_segment_ids, kv_segment_ids)
+
+
+def _segment_slots(segment_ids, num_segments: int, capacity: int):
+  """[L] segment ids -> (slot [L] int32: segment * capacity + rank within the segment, or
+  ``num_segments * capacity`` (dropped) on padding and past the capacity; lengths [S] int32 (at most
+  the capacity); overflow [S] bool: the segment has more rows than the capacity)."""
+  member = segment_ids[:, None] == jnp.arange(num_segments, dtype=segment_ids.dtype)[None]   # [L, S]
+  seg = jnp.clip(segment_ids, 0, num_segments - 1)
+  rank = jnp.take_along_axis(jnp.cumsum(member, 0, dtype=jnp.int32), seg[:, None].astype(jnp.int32), 1)[:, 0] - 1
+  kept = jnp.any(member, 1) & (rank < capacity)
+  slot = jnp.where(kept, seg * capacity + rank, num_segments * capacity).astype(jnp.int32)
+  counts = jnp.sum(member, 0, dtype=jnp.int32)
+  return slot, jnp.minimum(counts, capacity), counts > capacity
 
 
 # ----------------------------------------------------------------------------------------------

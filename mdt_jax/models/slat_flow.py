@@ -10,6 +10,7 @@ import numpy as np
 
 from conversion import common
 from mdt_jax.models import initializers
+from mdt_jax.models.attention import Packing
 from mdt_jax.models.embeddings import TimestepEmbedder, absolute_position_embedding
 from mdt_jax.models.norms import LayerNorm32
 from mdt_jax.models.sparse_resblock import SparseResBlock3d
@@ -165,11 +166,12 @@ class SLatFlowModel(nn.Module):
     num_cond = cond.shape[1]
     cond_tokens = cond.reshape(1, b * num_cond, cond.shape[-1])                # [1, B L, C_cond]
     cond_segment_ids = jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_cond)[None]
+    packing = Packing(num_segments=b)     # a sample may hold every row of the level
     for i in range(self.num_blocks):
       tokens = transformer_block(c, self.heads, self.mlp_ratio, share_mod=self.share_mod,
                                  qk_rms_norm=self.qk_rms_norm, qk_rms_norm_cross=self.qk_rms_norm_cross,
                                  dtype=self.dtype, name=f"blocks_{i}")(
-          tokens, mod, cond_tokens, segment_ids=segment_ids, cond_segment_ids=cond_segment_ids)
+          tokens, mod, cond_tokens, segment_ids=segment_ids, cond_segment_ids=cond_segment_ids, packing=packing)
     h = h.replace_feats(jnp.where(h.mask[:, None], tokens[0], 0))
 
     k = 0

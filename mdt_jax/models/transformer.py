@@ -1,11 +1,13 @@
 """DiT building blocks shared by the dense (SS) and sparse (SLat) flow transformers.
 
 Tokens are ``[B, N, C]``. The sparse model passes one row of all its voxels, ``[1, cap, C]``,
-with ``segment_ids [1, cap]`` holding each token's sample index (-1 on padding), and the
-condition flattened to ``[1, B*L, Cc]`` with ``cond_segment_ids``; the maths is the same.
+with ``segment_ids [1, cap]`` holding each token's sample index (-1 on padding), the condition
+flattened to ``[1, B*L, Cc]`` with ``cond_segment_ids``, and the static ``packing`` of the samples
+(:class:`mdt_jax.models.attention.Packing`, for the variable-length attention); the maths is the same.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -13,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from mdt_jax.models import initializers
-from mdt_jax.models.attention import attention
+from mdt_jax.models.attention import Packing, attention
 from mdt_jax.models.norms import LayerNorm32, MultiHeadRMSNorm
 
 Dtype = Any
@@ -31,7 +33,7 @@ class MultiHeadAttention(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context=None, *, q_segment_ids=None, kv_segment_ids=None):
+  def __call__(self, x, context=None, *, q_segment_ids=None, kv_segment_ids=None, packing: Packing | None = None):
     b, n, _ = x.shape
     head_dim = self.channels // self.num_heads
     dense = lambda feats, name: initializers.dense(feats, name, dtype=self.dtype)
@@ -46,7 +48,7 @@ class MultiHeadAttention(nn.Module):
     if self.qk_rms_norm:
       q = MultiHeadRMSNorm(self.num_heads, head_dim, name="q_rms_norm")(q)
       k = MultiHeadRMSNorm(self.num_heads, head_dim, name="k_rms_norm")(k)
-    h = attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids)
+    h = attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids, packing=packing)
     return dense(self.channels, "to_out")(h.reshape(b, n, self.channels))
 
 
@@ -78,7 +80,7 @@ class ModulatedTransformerCrossBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, emb, cond, *, segment_ids=None, cond_segment_ids=None):
+  def __call__(self, x, emb, cond, *, segment_ids=None, cond_segment_ids=None, packing: Packing | None = None):
     c = self.channels
     mod = emb if self.share_mod else initializers.dense(6 * c, "adaLN_modulation_1", dtype=self.dtype,
                                                                    kernel_init=initializers.ZERO)(nn.silu(emb))
@@ -87,12 +89,14 @@ class ModulatedTransformerCrossBlock(nn.Module):
 
     h = LayerNorm32(1e-6, name="norm1")(x) * (1 + scale_msa) + shift_msa
     h = MultiHeadAttention(c, self.num_heads, qk_rms_norm=self.qk_rms_norm, dtype=self.dtype,
-                           name="self_attn")(h, q_segment_ids=segment_ids, kv_segment_ids=segment_ids)
+                           name="self_attn")(h, q_segment_ids=segment_ids, kv_segment_ids=segment_ids, packing=packing)
     x = x + gate_msa * h
     h = LayerNorm32(1e-6, affine=True, name="norm2")(x)
     h = MultiHeadAttention(c, self.num_heads, cross=True, qk_rms_norm=self.qk_rms_norm_cross,
                            dtype=self.dtype, name="cross_attn")(
-                               h, cond, q_segment_ids=segment_ids, kv_segment_ids=cond_segment_ids)
+                               h, cond, q_segment_ids=segment_ids, kv_segment_ids=cond_segment_ids,
+                               packing=packing and dataclasses.replace(  # each sample's L condition tokens
+                                   packing, kv_capacity=cond.shape[1] // packing.num_segments))
     x = x + h
     h = LayerNorm32(1e-6, name="norm3")(x) * (1 + scale_mlp) + shift_mlp
     h = FeedForward(c, self.mlp_ratio, dtype=self.dtype, name="mlp")(h)
