@@ -84,8 +84,10 @@ class ModulatedTransformerCrossBlock(nn.Module):
     c = self.channels
     mod = emb if self.share_mod else initializers.dense(6 * c, "adaLN_modulation_1", dtype=self.dtype,
                                                                    kernel_init=initializers.ZERO)(nn.silu(emb))
-    mod = mod[:, None, :] if segment_ids is None else mod[jnp.maximum(segment_ids, 0)]
-    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=-1)
+    # Split per sample, then spread to the tokens where each is used: one [tokens, C] gather per use
+    # (fusable into its consumer), never a [tokens, 6C] table.
+    per_token = (lambda m: m[:, None, :]) if segment_ids is None else (lambda m: m[jnp.maximum(segment_ids, 0)])
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = map(per_token, jnp.split(mod, 6, axis=-1))
 
     h = LayerNorm32(1e-6, name="norm1")(x) * (1 + scale_msa) + shift_msa
     h = MultiHeadAttention(c, self.num_heads, qk_rms_norm=self.qk_rms_norm, dtype=self.dtype,
