@@ -135,49 +135,53 @@ def train(config, workdir: str | Path):
     from tqdm import tqdm
     progress = tqdm(total=config.total_steps, initial=start, unit="step")
 
-  # The loop.
-  examples_per_step = inputs.layout.global_batch * config.batch_split  # = devices x batch_size_per_device
-  window_start, window_steps, skipped = time.perf_counter(), 0, int(state.skipped)
-  for step in range(start + 1, config.total_steps + 1):
-    state, metrics = train_step(state, frozen, next(inputs))
-    window_steps += 1
+  try:
+    # The loop.
+    examples_per_step = inputs.layout.global_batch * config.batch_split  # = devices x batch_size_per_device
+    window_start, window_steps, skipped = time.perf_counter(), 0, int(state.skipped)
+    for step in range(start + 1, config.total_steps + 1):
+      state, metrics = train_step(state, frozen, next(inputs))
+      window_steps += 1
+      if progress is not None:
+        progress.update(1)
+      last = step == config.total_steps
+      if step % config.log_every == 0 or last:
+        metrics = jax.device_get(metrics)
+        elapsed = time.perf_counter() - window_start
+        rate = window_steps / elapsed
+        logging.info("step %d/%d: %.2f steps/s, %.1f examples/s, ETA %.0f s | %s", step, config.total_steps, rate,
+                     rate * examples_per_step, (config.total_steps - step) / rate, _metrics_line(metrics))
+        if int(metrics["skipped"]) > skipped:
+          logging.warning("%d step(s) with a non-finite loss, gradient norm or update were skipped so far",
+                          int(metrics["skipped"]))
+          skipped = int(metrics["skipped"])
+        if jax.process_index() == 0:
+          with open(workdir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "steps_per_s": rate, "time": time.time(),
+                                **{k: np.asarray(v).tolist() for k, v in metrics.items()}}) + "\n")
+        if writer is not None:
+          for k, v in metrics.items():
+            if np.ndim(v) == 0:
+              writer.add_scalar(k, float(v), step)
+            else:
+              for i, x in enumerate(np.asarray(v)):
+                writer.add_scalar(f"{k}/{i}", float(x), step)
+          writer.add_scalar("steps_per_second", rate, step)
+          writer.flush()
+        window_start, window_steps = time.perf_counter(), 0
+        _check_skips(int(metrics["consecutive_skips"]), step, config, checkpoints)
+      if step % config.checkpoint_every == 0 or last:
+        _check_skips(int(state.consecutive_skips), step, config, checkpoints)  # the save waits for the state anyway
+        checkpoints.save(step, state, inputs.get_state())
+      if toy and config.snapshot_every and step % config.snapshot_every == 0 and not last:
+        _snapshot(state, snapshots, step)
+    checkpoints.wait()
     if progress is not None:
-      progress.update(1)
-    last = step == config.total_steps
-    if step % config.log_every == 0 or last:
-      metrics = jax.device_get(metrics)
-      elapsed = time.perf_counter() - window_start
-      rate = window_steps / elapsed
-      logging.info("step %d/%d: %.2f steps/s, %.1f examples/s, ETA %.0f s | %s", step, config.total_steps, rate,
-                   rate * examples_per_step, (config.total_steps - step) / rate, _metrics_line(metrics))
-      if int(metrics["skipped"]) > skipped:
-        logging.warning("%d step(s) with a non-finite loss, gradient norm or update were skipped so far",
-                        int(metrics["skipped"]))
-        skipped = int(metrics["skipped"])
-      if jax.process_index() == 0:
-        with open(workdir / "metrics.jsonl", "a") as f:
-          f.write(json.dumps({"step": step, "steps_per_s": rate, "time": time.time(),
-                              **{k: np.asarray(v).tolist() for k, v in metrics.items()}}) + "\n")
-      if writer is not None:
-        for k, v in metrics.items():
-          if np.ndim(v) == 0:
-            writer.add_scalar(k, float(v), step)
-          else:
-            for i, x in enumerate(np.asarray(v)):
-              writer.add_scalar(f"{k}/{i}", float(x), step)
-        writer.add_scalar("steps_per_second", rate, step)
-        writer.flush()
-      window_start, window_steps = time.perf_counter(), 0
-      _check_skips(int(metrics["consecutive_skips"]), step, config, checkpoints)
-    if step % config.checkpoint_every == 0 or last:
-      _check_skips(int(state.consecutive_skips), step, config, checkpoints)  # the save waits for the state anyway
-      checkpoints.save(step, state, inputs.get_state())
-    if toy and config.snapshot_every and step % config.snapshot_every == 0 and not last:
-      _snapshot(state, snapshots, step)
-  checkpoints.wait()
-  if progress is not None:
-    progress.close()
-  _finish(run_dir, student, state, config, snapshots if toy else None)
+      progress.close()
+    _finish(run_dir, student, state, config, snapshots if toy else None)
+  finally:
+    if writer is not None:
+      writer.close()
   return state
 
 
