@@ -2,6 +2,8 @@
 
     python -m conversion.trellis_to_flax --src path/to/ss_flow_img_dit_L_16l8_fp16 --dst out/ss_flow
 """
+from pathlib import Path
+
 from absl import flags
 
 from conversion.flax_io import save_flax_checkpoint
@@ -16,6 +18,8 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --dst (o
 
 def main(argv):
   del argv
+  if Path(_DST.value).exists() and not _OVERWRITE.value:
+    raise FileExistsError(f"{_DST.value} exists; refusing to overwrite it (--overwrite replaces it)")
   model, params = load_checkpoint(_SRC.value)
   save_flax_checkpoint(_DST.value, model, params, overwrite=_OVERWRITE.value)
   print(f"wrote {_DST.value} ({type(model).__name__})")
