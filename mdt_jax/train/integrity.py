@@ -14,11 +14,11 @@ count is unchanged.
 from __future__ import annotations
 
 import json
+import queue
 import re
 import threading
 import time
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from absl import logging
@@ -92,37 +92,47 @@ def verify(step_dir: Path, process_index: int = 0, process_count: int = 1) -> st
 
 
 class Recorder:
-  """Records each saved step's checksums in one background thread once the step has landed.
+  """Records each saved step's checksums in a background (daemon) thread once the step has landed.
 
   ``after_save(step_dir)`` after each save; ``wait()`` after the checkpoint manager's
-  ``wait_until_finished()`` (a step that never landed is then given up).
+  ``wait_until_finished()``: a step that has not landed by then never will, and is given up; an error
+  of the thread is raised there.
   """
 
   def __init__(self, process_index: int, process_count: int):
     self.process_index, self.process_count = process_index, process_count
-    self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checksums")
+    self._steps: queue.Queue[Path] = queue.Queue()
     self._saves_finished = threading.Event()
-    self._pending: list[Future] = []
-    self.seconds = 0.0  # time spent hashing, for the cost report
+    self._error: BaseException | None = None
+    threading.Thread(target=self._work, name="checksums", daemon=True).start()
 
   def after_save(self, step_dir: Path):
     self._saves_finished.clear()
-    self._pending.append(self._executor.submit(self._record_when_landed, Path(step_dir)))
+    self._steps.put(Path(step_dir))
+
+  def _work(self):
+    while True:
+      step_dir = self._steps.get()
+      try:
+        self._record_when_landed(step_dir)
+      except BaseException as e:  # noqa: BLE001  handed to wait()
+        self._error = e
+      finally:
+        self._steps.task_done()
 
   def _record_when_landed(self, step_dir: Path):
     while not step_dir.is_dir():
       if self._saves_finished.is_set() and not step_dir.is_dir():
         return
       time.sleep(0.02)
-    start = time.perf_counter()
     try:
       record(step_dir, self.process_index, self.process_count)
     except FileNotFoundError:  # removed by the manager's retention policy meanwhile
       logging.info("checkpoint %s was removed before its checksums were recorded", step_dir)
-    self.seconds += time.perf_counter() - start
 
   def wait(self):
     self._saves_finished.set()
-    pending, self._pending = self._pending, []
-    for future in pending:
-      future.result()
+    self._steps.join()
+    if self._error is not None:
+      error, self._error = self._error, None
+      raise error
