@@ -69,7 +69,7 @@ def toy_dataset_builder(config, workdir) -> toy_builder.ToyShapes:
 
 
 def check_trellis_fields(config):
-  """config.data.root (a TRELLIS dataset root directory) and config.data.latent_model are set."""
+  """config.data.root (an existing TRELLIS dataset root directory) and config.data.latent_model are set."""
   data = config.data
   if not data.root or not data.latent_model:
     raise ValueError("config.data.dataset='trellis' needs config.data.root (a TRELLIS dataset root) and "
