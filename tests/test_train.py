@@ -309,8 +309,8 @@ def test_sigkill_mid_run_then_rerun_resumes_exactly(toy_quick, ss_teacher, tmp_p
   cmd = command("teacher:ss_toy", workdir, {**toy_quick, **SS_TEACHER})
   process = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   metrics, deadline = workdir / "metrics.jsonl", time.time() + SUBPROCESS_TIMEOUT
-  while process.poll() is None and time.time() < deadline:  # kill once a checkpoint has landed
-    if (workdir / "checkpoints" / "4").is_dir() and metrics.read_text().count("\n") >= 6:
+  while process.poll() is None and time.time() < deadline:  # kill once a checkpoint has landed with its checksums
+    if (workdir / "checkpoints" / "4" / "checksums.process_0.json").is_file() and metrics.read_text().count("\n") >= 6:
       process.send_signal(signal.SIGKILL)
       break
     time.sleep(0.005)
