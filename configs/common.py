@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.checkpoint_every = 50
   config.keep_checkpoints = 3         # the last N ...
   config.keep_period = 0              # ... plus every k-th step forever (0: none).
+  config.max_consecutive_skips = 10   # this many non-finite steps in a row (none applied) stop the run.
   config.snapshot_every = 0           # sample snapshots (0: only at the end of the run).
   config.snapshot_steps = (25, 4, 2, 1)
   config.snapshot_count = 4           # shapes per snapshot.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -179,6 +180,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]):
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def replace_directory(write: Callable[[Path], None], directory: str | os.PathLike):
+  """Calls ``write(tmp_dir)`` (a sibling path that does not exist yet) and moves the result onto
+  ``directory``, replacing an existing one: never a partial directory under that name. The old one
+  is renamed aside first and removed last; between the two renames (a moment) neither name holds it,
+  and a process killed then leaves it as ``.<name>.old-<pid>``."""
+  directory = Path(directory)
+  directory.parent.mkdir(parents=True, exist_ok=True)
+  tmp = directory.with_name(f".{directory.name}.partial-{os.getpid()}")
+  old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    write(tmp)
+    if directory.exists():
+      os.rename(directory, old)
+    os.rename(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:

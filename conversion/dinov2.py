@@ -85,7 +85,7 @@ def model_from_config(config: str | os.PathLike | None = None, *, dtype: Any = N
                           f"({', '.join(sorted(PRESETS))}) nor a json file")
   try:
     data = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ConversionError(f"{path}: not valid json ({e})") from e
   if not isinstance(data, dict) or not isinstance(data.get("constructor_args"), dict):
     raise ConversionError(f"{path}: missing field 'constructor_args'")

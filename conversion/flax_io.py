@@ -10,19 +10,22 @@ import jax
 import orbax.checkpoint as ocp
 
 from conversion import trellis
+from conversion.common import replace_directory
 
 
 def _checkpointer():
   return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 
 
-def save_flax_checkpoint(directory: str | Path, model, params):
-  """Writes params (float32) and the model's TRELLIS config; refuses to overwrite."""
+def save_flax_checkpoint(directory: str | Path, model, params, *, overwrite: bool = False):
+  """Writes params (float32) and the model's TRELLIS config. An existing ``directory`` is refused
+  (FileExistsError), or with ``overwrite`` replaced once the new one is complete."""
   directory = Path(directory).absolute()
-  if directory.exists():
-    raise FileExistsError(f"refusing to overwrite existing checkpoint directory {directory}")
-  _checkpointer().save(directory, ocp.args.Composite(
-      params=ocp.args.StandardSave(params), config=ocp.args.JsonSave(trellis.model_config(model))))
+  if directory.exists() and not overwrite:
+    raise FileExistsError(f"{directory} exists; refusing to overwrite it (--overwrite replaces it)")
+  args = ocp.args.Composite(params=ocp.args.StandardSave(params),
+                            config=ocp.args.JsonSave(trellis.model_config(model)))
+  replace_directory(lambda tmp: _checkpointer().save(tmp, args), directory)
 
 
 def load_flax_checkpoint(directory: str | Path, *, dtype=None):

@@ -116,7 +116,7 @@ def read_config(stem: str | Path) -> dict[str, Any]:
     raise FileNotFoundError(f"checkpoint config not found: {path}")
   try:
     config = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ConversionError(f"{path}: not valid JSON ({e})") from e
   if not isinstance(config, dict) or "name" not in config:
     raise ConversionError(f"{path}: expected an object with 'name' and 'args'")

@@ -18,8 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
+from mdt_jax import cli  # noqa: E402
 from mdt_jax.data import pipeline, sparse_batch, toy_builder, toy_inputs  # noqa: E402
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.", required=True)
@@ -58,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

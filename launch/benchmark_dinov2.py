@@ -17,9 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from conversion.dinov2 import model_from_config  # noqa: E402
+from mdt_jax import cli  # noqa: E402
 from mdt_jax.encoders import encode_images  # noqa: E402
 
 _CONFIG = flags.DEFINE_string("config", "dinov2_vitl14_reg", "preset name or config json")
@@ -71,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

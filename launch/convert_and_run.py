@@ -13,11 +13,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from conversion import flax_io, trellis  # noqa: E402
 from conversion.common import read_safetensors  # noqa: E402
-from mdt_jax import numerics  # noqa: E402
+from mdt_jax import cli, numerics  # noqa: E402
 
 _REPO = Path(__file__).resolve().parents[1]
 _CHECKPOINT = flags.DEFINE_string("checkpoint", str(_REPO / "tests/fixtures/trellis/ss_flow"),
@@ -66,4 +66,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -20,6 +20,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from configs import distill  # noqa: E402
+from mdt_jax import cli  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (runs, results, samples, report.md).")
 _QUICK = flags.DEFINE_bool("quick", False, "A few steps of everything on small sets (CI; the numbers mean nothing).")
@@ -48,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -28,6 +28,7 @@ from matplotlib import pyplot as plt  # noqa: E402
 
 from configs import models as model_configs  # noqa: E402
 from conversion import trellis  # noqa: E402
+from mdt_jax import cli  # noqa: E402
 from mdt_jax.data import toy_condition  # noqa: E402
 from mdt_jax.demo.evaluation import EvalSets, sample_and_score, scalars  # noqa: E402
 from mdt_jax.demo.plan import DemoPlan, Method  # noqa: E402
@@ -72,7 +73,10 @@ def plot(path: Path, stage: str, curve: dict, reference: dict):
 def main(argv):
   del argv
   workdir = Path(_WORKDIR.value)
-  config = json.loads((workdir / "config.json").read_text())
+  try:
+    config = json.loads((workdir / "config.json").read_text())
+  except (OSError, ValueError) as e:
+    raise ValueError(f"--workdir {workdir}: its config.json is unreadable ({e})") from e
   stage = config["stage"]
   if config["data"]["dataset"] != "toy":
     raise app.UsageError(f"{workdir}: evaluate_run scores toy runs; config.data.dataset is {config['data']['dataset']!r}")
@@ -115,4 +119,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

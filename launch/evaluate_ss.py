@@ -14,10 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from conversion.trellis import load_checkpoint  # noqa: E402
-from mdt_jax import eval as toy_eval  # noqa: E402
+from mdt_jax import cli, eval as toy_eval  # noqa: E402
 from mdt_jax import flow  # noqa: E402
 from mdt_jax.data import toy_condition  # noqa: E402
 
@@ -57,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mdt_jax import numerics  # noqa: E402
+from mdt_jax import cli, numerics  # noqa: E402
 from mdt_jax.generation import StageSampling, TwoStagePipeline, export  # noqa: E402
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -130,4 +130,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

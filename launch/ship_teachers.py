@@ -19,9 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from conversion import trellis  # noqa: E402
+from mdt_jax import cli  # noqa: E402
 from mdt_jax.data import toy_condition  # noqa: E402
 from mdt_jax.demo import evaluation, figures  # noqa: E402
 from mdt_jax.demo.distill_runs import training_curve  # noqa: E402
@@ -135,4 +136,4 @@ def metrics_table(rows: dict, reference: dict, spread: list) -> str:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -23,6 +23,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from configs import distill  # noqa: E402
+from mdt_jax import cli  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (runs, results, study.md).", required=True)
 _STAGES = flags.DEFINE_list("stages", ["ss", "slat"], "Stages to run (ss, slat); empty: only write the report.")
@@ -70,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

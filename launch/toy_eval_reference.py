@@ -30,9 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from mdt_jax import eval as ev  # noqa: E402
+from mdt_jax import cli, eval as ev  # noqa: E402
 from mdt_jax.data import toy_builder  # noqa: E402
 from mdt_jax.data.toy_features import toy_features  # noqa: E402
 
@@ -92,4 +92,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

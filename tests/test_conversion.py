@@ -132,6 +132,19 @@ def test_cli_round_trip_through_orbax(tmp_path):
   r = run("conversion.flax_to_trellis", f"--src={tmp_path / 'flax'}", f"--dst={tmp_path / 'back'}")
   assert r.returncode == 0, r.stderr[-2000:]
   assert (tmp_path / "back.safetensors").read_bytes() == Path(f"{src}.safetensors").read_bytes()
+  # An existing destination is refused in both directions, and replaced (whole) with --overwrite.
+  written = (tmp_path / "back.json").read_text()
+  (tmp_path / "back.json").write_text("{}")
+  for args in (("conversion.flax_to_trellis", f"--src={tmp_path / 'flax'}", f"--dst={tmp_path / 'back'}"),
+               ("conversion.trellis_to_flax", f"--src={src}", f"--dst={tmp_path / 'flax'}")):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = run(*args)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "; refusing to overwrite" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    r = run(*args, "--overwrite")
+    assert r.returncode == 0, r.stderr[-2000:]
+  assert (tmp_path / "back.json").read_text() == written
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["back.json", "back.safetensors", "flax"]
   r = run("conversion.trellis_to_flax", f"--src={tmp_path / 'missing'}", f"--dst={tmp_path / 'flax2'}")
   assert r.returncode != 0 and "missing.json" in r.stderr
   assert not (tmp_path / "flax2").exists()

@@ -31,7 +31,10 @@ from configs import distill as distill_configs, teacher as teacher_configs
 from conftest import random_zero_inits
 from mdt_jax import sparse
 from mdt_jax.data import trellis_builder, trellis_inputs, trellis_testing
-from mdt_jax.train import inputs, models, partitioning
+from mdt_jax.train import faults, inputs, models, partitioning
+from mdt_jax.train.checkpoints import UNREADABLE, Checkpoints
+from mdt_jax.train.errors import ConfigMismatch, NonFiniteTraining
+from mdt_jax.train.finite import leaf_name
 from mdt_jax.train.loop import train
 from mdt_jax.train.optimizer import adaptive_clip, ema_update, make_optimizer
 from mdt_jax.train.state import init_state
@@ -174,6 +177,131 @@ def test_unreadable_latest_checkpoint_falls_back_with_warning(toy_quick, ss_teac
 
 
 # ----------------------------------------------------------------------------------------------
+# Nothing lost, nothing silently wrong: verified checkpoints, one run per workdir, idempotent finish.
+
+def files_of(directory):
+  """{relative path: bytes} of every file under ``directory``."""
+  return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def teacher_state_abstract(toy_quick):
+  """(config, abstract TrainState with one-device shardings) of the session teacher."""
+  config = config_of("teacher:ss_toy", **{**toy_quick, **SS_TEACHER})
+  with quick_compiles():
+    _, params, _, _ = models.student_and_teacher(config)
+  optimizer = make_optimizer(config, params)
+  abstract = jax.eval_shape(lambda p: init_state(p, optimizer, config.ema_rates, config.seed), params)
+  shardings = partitioning.tree_shardings(abstract, partitioning.make_mesh(config.mesh))
+  return config, jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+@pytest.mark.parametrize("kind", ["bit_flip", "random_bytes", "deleted_metadata", "missing_checksums"])
+def test_corrupted_checkpoint_is_set_aside_naming_step_file_and_cause(kind, ss_teacher, teacher_state_abstract,
+                                                                      tmp_path, caplog):
+  config, abstract = teacher_state_abstract
+  shutil.copytree(ss_teacher / "checkpoints", tmp_path / "checkpoints")
+  latest = tmp_path / "checkpoints" / "16"
+  if kind == "missing_checksums":
+    (latest / "checksums.process_0.json").unlink()
+    file, cause = "checksums.process_0.json", "is missing"
+  else:
+    damaged = faults.corrupt(latest, kind, np.random.default_rng(0))
+    file = str(damaged.relative_to(latest))
+    cause = {"bit_flip": "checksum mismatch", "random_bytes": "checksum mismatch", "deleted_metadata": "is missing"}[kind]
+  state, _ = Checkpoints(tmp_path, config).restore_latest(abstract)
+  assert int(state.step) == 12
+  warning = next(r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "step 16" in r.getMessage())
+  assert str(latest) in warning and file in warning and cause in warning, warning
+  assert (tmp_path / UNREADABLE / "16").is_dir() and not latest.exists()
+
+
+def test_non_finite_optimizer_moments_are_set_aside_and_the_clippers_nan_markers_are_not(
+    ss_teacher, teacher_state_abstract, tmp_path, caplog):
+  config, abstract = teacher_state_abstract
+  shutil.copytree(ss_teacher / "checkpoints", tmp_path / "checkpoints")
+  saved = Checkpoints(tmp_path, config)
+  state, data_state = saved.restore_latest(abstract)
+  norms = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
+           if leaf_name(path).endswith("norms")]
+  assert np.isnan(np.asarray(norms[0])).sum() == config.grad_clip.buffer_size - 16  # empty slots: NaN markers
+  poison = lambda path, x: x.at[0].set(np.nan) if leaf_name(path).endswith("mu/t_embedder/mlp_0/bias") else x
+  saved.save(20, state.replace(step=state.step + 4, opt_state=jax.tree_util.tree_map_with_path(poison, state.opt_state)),
+             data_state)
+  saved.wait()
+  restored, _ = Checkpoints(tmp_path, config).restore_latest(abstract)
+  assert int(restored.step) == 16
+  warning = next(r.getMessage() for r in caplog.records if "step 20" in r.getMessage())
+  assert "non-finite values in 1 leaves" in warning and "mu/t_embedder/mlp_0/bias" in warning, warning
+  assert (tmp_path / UNREADABLE / "20").is_dir()
+
+
+def test_checkpoint_of_another_model_is_a_config_mismatch_and_is_not_moved(ss_teacher, teacher_state_abstract,
+                                                                            tmp_path):
+  config, abstract = teacher_state_abstract
+  shutil.copytree(ss_teacher / "checkpoints", tmp_path / "checkpoints")
+  before = files_of(tmp_path)
+  wider = jax.tree_util.tree_map_with_path(
+      lambda path, a: jax.ShapeDtypeStruct((*a.shape[:-1], 64), a.dtype, sharding=a.sharding)
+      if leaf_name(path).endswith("t_embedder/mlp_2/bias") else a, abstract)
+  with pytest.raises(ConfigMismatch, match=r"step 16 .*\(4 leaves of another shape or dtype: ema/0/t_embedder/mlp_2/bias"):
+    Checkpoints(tmp_path, config).restore_latest(wider)
+  assert files_of(tmp_path) == before
+
+
+def test_foreign_config_is_refused_naming_fields_and_the_workdir_stays_byte_identical(toy_quick, ss_teacher, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(ss_teacher, workdir)
+  (workdir / "done.json").unlink()
+  before = files_of(workdir)
+  slat = config_of("teacher:slat_toy", **{**toy_quick, **TINY["slat"], "total_steps": 40})
+  with pytest.raises(ConfigMismatch, match=r"config\.model\.name: \"SparseStructureFlowModel\" in this workdir's run, "
+                                           r"\"SLatFlowModel\" now.*config\.stage: \"ss\" in this workdir's run, \"slat\" now"):
+    train(slat, workdir)
+  other_lr = config_of("teacher:ss_toy", **{**toy_quick, **SS_TEACHER, "lr": 2e-3, "total_steps": 40, "log_every": 5})
+  with pytest.raises(ConfigMismatch, match=r"belongs to another run: config\.lr: 0\.001 in this workdir's run, 0\.002 now \("):
+    train(other_lr, workdir)
+  missing_teacher = config_of("distill:ss_toy", **{**toy_quick, "teacher_checkpoint": str(tmp_path / "nowhere")})
+  with pytest.raises(FileNotFoundError, match="nowhere"):
+    train(missing_teacher, tmp_path / "new")
+  assert files_of(workdir) == before and not (tmp_path / "new").exists()
+
+
+def test_restart_after_the_last_checkpoint_completes_snapshot_exports_and_done(toy_quick, ss_teacher, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(ss_teacher, workdir)
+  for path in ("done.json", "snapshots", "export"):
+    shutil.rmtree(workdir / path) if (workdir / path).is_dir() else (workdir / path).unlink()
+  run(config_of("teacher:ss_toy", **{**toy_quick, **SS_TEACHER}), workdir)
+  assert json.loads((workdir / "done.json").read_text()) == {"step": 16, "skipped": 0}
+  assert sorted(p.name for p in (workdir / "snapshots").iterdir()) == ["16"]
+  assert (workdir / "snapshots" / "16" / "steps1.npz").read_bytes() == (ss_teacher / "snapshots" / "16" / "steps1.npz").read_bytes()
+  assert files_of(workdir / "export") == files_of(ss_teacher / "export")
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # 1e39 is inf in float32
+def test_consecutive_non_finite_steps_stop_the_run_without_export(toy_quick, tmp_path):
+  """lr=1e39: every update overflows (loss and gradient norm stay finite); none is applied, and the
+  third in a row stops the run; the checkpoint of step 2 (the initial params) stays, finite."""
+  config = config_of("teacher:ss_toy", **{**toy_quick, **SS_TEACHER, "lr": 1e39, "total_steps": 6,
+                                          "checkpoint_every": 2, "max_consecutive_skips": 3})
+  with pytest.raises(NonFiniteTraining, match=r"steps 1-3: 3 consecutive steps .* the last checkpoint \(step 2\) is left"):
+    run(config, tmp_path)
+  lines = metrics_of(tmp_path)
+  assert [m["consecutive_skips"] for m in lines] == [1, 2, 3] and all(np.isfinite(m["loss"]) for m in lines)
+  assert not (tmp_path / "export").exists() and not (tmp_path / "done.json").exists()
+  assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()] == ["2"]
+
+
+def test_interrupted_data_set_build_is_cleaned_up(toy_quick):
+  builder = inputs.toy_dataset_builder(config_of("teacher:ss_toy", **toy_quick), toy_quick["data.data_dir"])
+  stale = Path(builder.data_path).parent / f"incomplete.KILLED_{Path(builder.data_path).name}"
+  (stale / "sub").mkdir(parents=True)
+  inputs.prepare(builder)
+  assert not stale.exists() and Path(builder.data_path).is_dir()
+
+
+# ----------------------------------------------------------------------------------------------
 # Subprocesses: SIGKILL and resume, two processes, 8 devices.
 
 def test_sigkill_mid_run_then_rerun_resumes_exactly(toy_quick, ss_teacher, tmp_path):
@@ -181,8 +309,8 @@ def test_sigkill_mid_run_then_rerun_resumes_exactly(toy_quick, ss_teacher, tmp_p
   cmd = command("teacher:ss_toy", workdir, {**toy_quick, **SS_TEACHER})
   process = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   metrics, deadline = workdir / "metrics.jsonl", time.time() + SUBPROCESS_TIMEOUT
-  while process.poll() is None and time.time() < deadline:  # kill once a checkpoint has landed
-    if (workdir / "checkpoints" / "4").is_dir() and metrics.read_text().count("\n") >= 6:
+  while process.poll() is None and time.time() < deadline:  # kill once a checkpoint has landed with its checksums
+    if (workdir / "checkpoints" / "4" / "checksums.process_0.json").is_file() and metrics.read_text().count("\n") >= 6:
       process.send_signal(signal.SIGKILL)
       break
     time.sleep(0.005)
@@ -292,6 +420,19 @@ def test_non_finite_step_is_skipped_and_counted(tiny_step, bad):
   x0[0, 1, 2, 3, 4, 5] = bad
   new, metrics = step(state, {**batch, "x0": x0})
   assert int(new.step) == 1 and int(new.skipped) == 1 and int(metrics["skipped"]) == 1
+  for name in ("params", "ema", "opt_state"):
+    jax.tree.map(np.testing.assert_array_equal, *jax.device_get((getattr(new, name), getattr(state, name))))
+
+
+def test_update_that_overflows_is_not_applied(tiny_step):
+  """Finite loss and gradient norm, but an Adam first moment near float32's max: the bias-corrected
+  update overflows to inf, so the new params are not finite and nothing is applied."""
+  _, state, step, batch = tiny_step
+  huge = lambda path, x: x.at[:].set(3e38) if leaf_name(path).endswith("mu/t_embedder/mlp_0/bias") else x
+  state = state.replace(opt_state=jax.tree_util.tree_map_with_path(huge, state.opt_state))
+  new, metrics = step(state, batch)
+  assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+  assert int(new.skipped) == 1 and int(new.consecutive_skips) == 1
   for name in ("params", "ema", "opt_state"):
     jax.tree.map(np.testing.assert_array_equal, *jax.device_get((getattr(new, name), getattr(state, name))))
 

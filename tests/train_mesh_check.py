@@ -94,14 +94,14 @@ def check_mesh_equals_single_device(config, workdir, steps):
 
 
 def check_restore_on_other_meshes(config, state, workdir):
-  mngr = checkpoints.manager(workdir, config)
-  checkpoints.save(mngr, int(state.step), state, {"next_index": 0})
-  mngr.wait_until_finished()
+  saved = checkpoints.Checkpoints(workdir, config)
+  saved.save(int(state.step), state, {"next_index": 0})
+  saved.wait()
   for shape, devices in (({"data": 1, "fsdp": 8}, None), ({"data": 1}, jax.devices()[:1])):
     mesh = partitioning.make_mesh(shape, devices=devices)
     shardings = partitioning.tree_shardings(state, mesh)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state, shardings)
-    restored, data_state = checkpoints.restore_latest(checkpoints.manager(workdir, config), abstract)
+    restored, data_state = checkpoints.Checkpoints(workdir, config).restore_latest(abstract)
     assert data_state == {"next_index": 0}
     for x, y, s in zip(jax.tree.leaves(restored), jax.tree.leaves(state), jax.tree.leaves(shardings)):
       assert x.sharding == s, (x.sharding, s)

@@ -15,13 +15,17 @@ dataset root, built once into TFDS with its filters and the SLat normalisation; 
 """
 from __future__ import annotations
 
+import fcntl
 import functools
+import shutil
 from pathlib import Path
 
 import jax
 import numpy as np
+from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tensorflow_datasets.core import constants as tfds_constants
 
 from mdt_jax.data import pipeline, sparse_batch, toy_builder, toy_inputs, trellis_builder, trellis_inputs
 from mdt_jax.sparse import SparseShards, bucket_capacity, coarse_capacities
@@ -64,12 +68,20 @@ def toy_dataset_builder(config, workdir) -> toy_builder.ToyShapes:
   return toy_builder.ToyShapes(config=toy_config, data_dir=_data_dir(config, workdir))
 
 
-def trellis_dataset_builder(config, workdir) -> trellis_builder.TrellisLatents:
-  """TrellisLatents of ``config.data.root`` for ``config.stage`` with the config's filters."""
+def check_trellis_fields(config):
+  """config.data.root (an existing TRELLIS dataset root directory) and config.data.latent_model are set."""
   data = config.data
   if not data.root or not data.latent_model:
     raise ValueError("config.data.dataset='trellis' needs config.data.root (a TRELLIS dataset root) and "
                      "config.data.latent_model (its latents' folder name)")
+  if not Path(data.root).is_dir():
+    raise FileNotFoundError(f"config.data.root: no such directory {data.root}")
+
+
+def trellis_dataset_builder(config, workdir) -> trellis_builder.TrellisLatents:
+  """TrellisLatents of ``config.data.root`` for ``config.stage`` with the config's filters."""
+  check_trellis_fields(config)
+  data = config.data
   options = dict(min_aesthetic_score=data.min_aesthetic_score, on_bad_data=data.on_bad_data,
                  require_cond_views=True)
   if config.stage == "slat":
@@ -82,11 +94,28 @@ def prepare(builder):
   """Builds the dataset once: process 0 first while the others wait, then each of the others (a no-op
   on a shared filesystem; a local build where each host has its own data_dir)."""
   if jax.process_index() == 0:
-    builder.download_and_prepare(file_format="array_record")
+    _locked_build(builder)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f"prepared {builder.name}/{builder.builder_config.name}")
-    builder.download_and_prepare(file_format="array_record")
+    _locked_build(builder)
   return builder
+
+
+def _locked_build(builder):
+  """``download_and_prepare`` under an exclusive lock on ``<data_dir>/<name>/<config>/.build.lock``:
+  concurrent runs sharing a data_dir build one at a time (the later ones find it built). Under the
+  lock, TFDS temporary directories (``incomplete.*``) are a killed build's: they are removed first."""
+  config_dir = Path(builder.data_path).parent
+  config_dir.mkdir(parents=True, exist_ok=True)
+  with open(config_dir / ".build.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    for stale in config_dir.glob(f"{tfds_constants.INCOMPLETE_PREFIX}*"):
+      logging.warning("removing %s, left by an interrupted data set build", stale)
+      if stale.is_dir():
+        shutil.rmtree(stale)
+      else:
+        stale.unlink()
+    builder.download_and_prepare(file_format="array_record")
 
 
 def _decoder(config):

@@ -1,10 +1,13 @@
 """Periodic sample snapshots of the (EMA) student: arrays and PNG renders at several step counts.
 
 ``<workdir>/snapshots/<train step>/steps<k>.npz`` and ``steps<k>_<i>.png`` for each Euler step
-count k of ``config.snapshot_steps``, on the first ``config.snapshot_count`` toy test conditions.
+count k of ``config.snapshot_steps``, on the first ``config.snapshot_count`` toy test conditions. A
+snapshot is written into ``snapshots/.<train step>.partial/`` and renamed into place when complete, so
+``snapshots/<train step>/`` exists only whole (``Snapshots.done``).
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import jax
@@ -39,9 +42,14 @@ class Snapshots:
     self.resolution = records[0]["occupancy"].shape[0]
     self.sampler = flow.jit_sample(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
 
+  @staticmethod
+  def done(workdir, train_step: int) -> bool:
+    return (Path(workdir) / "snapshots" / str(train_step)).is_dir()
+
   def __call__(self, params, train_step: int):
-    out = self.dir / str(train_step)
-    out.mkdir(parents=True, exist_ok=True)
+    final, out = self.dir / str(train_step), self.dir / f".{train_step}.partial"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     for steps in self.config.snapshot_steps:
       x0, _ = self.sampler(params, self.noise, self.cond, steps=int(steps), rescale_t=self.config.rescale_t)
       if self.config.stage == "ss":
@@ -56,3 +64,5 @@ class Snapshots:
       for i, voxels in enumerate(shapes):
         render_views(out / f"steps{steps}_{i}.png", voxels, self.resolution,
                      title=f"train step {train_step}, {steps} sampling step(s)")
+    shutil.rmtree(final, ignore_errors=True)  # an earlier run's snapshot of this step, redone after a resume
+    out.rename(final)

@@ -1,4 +1,4 @@
-"""One optimisation step: gradient accumulation over micro-batches, skip-if-non-finite, EMA."""
+"""One optimisation step: gradient accumulation over micro-batches, the non-finite guard, EMA."""
 from __future__ import annotations
 
 import functools
@@ -10,6 +10,7 @@ import optax
 from mdt_jax import encoders
 from mdt_jax.distill import objective
 from mdt_jax.sparse import SparseTensor
+from mdt_jax.train.finite import all_finite
 from mdt_jax.train.partitioning import gathered_shardings, replicated
 from mdt_jax.train.optimizer import ema_update, trainable_mask
 from mdt_jax.train.state import TrainState
@@ -57,8 +58,10 @@ def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: 
   encode_image: ``(encoder_params, images [B, H, W, 3]) -> cond [B, L, C]``, for batches holding
   ``cond_image``. gather: params tree -> the params the networks compute with (jit_train_step's
   all-gather over fsdp; its transpose reduce-scatters the gradients). Gradients are taken w.r.t. the
-  student only and averaged over the micro-batches; a step whose loss or gradient norm is not finite
-  is not applied (params, optimizer and EMA unchanged) and is counted in ``state.skipped``.
+  student only and averaged over the micro-batches. The guard, decided on the devices: a step is
+  applied only if its loss, gradient norm, new params, EMA and optimizer state are all finite
+  (finite.all_finite); otherwise params, optimizer and EMA stay as they were and the step is counted
+  in ``state.skipped`` and ``state.consecutive_skips`` (reset by the next applied step).
   """
   kwargs = dict(student_apply=student_apply, teacher_apply=teacher_apply, config=config)
   if sparse:
@@ -86,15 +89,18 @@ def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: 
     metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = tuple(ema_update(e, params, r) for e, r in zip(state.ema, ema_rates))
+    finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm) & all_finite(params) & all_finite(ema)
+              & all_finite(opt_state))
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = state.replace(step=state.step + 1, params=keep(params, state.params), ema=keep(ema, state.ema),
                               opt_state=keep(opt_state, state.opt_state),
-                              skipped=state.skipped + (~finite).astype(jnp.int32))
-    metrics = {**metrics, "grad_norm": grad_norm, "skipped": new_state.skipped}
+                              skipped=state.skipped + (~finite).astype(jnp.int32),
+                              consecutive_skips=jnp.where(finite, 0, state.consecutive_skips + 1))
+    metrics = {**metrics, "grad_norm": grad_norm, "skipped": new_state.skipped,
+               "consecutive_skips": new_state.consecutive_skips}
     return new_state, metrics
 
   return train_step
