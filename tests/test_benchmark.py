@@ -31,7 +31,7 @@ def test_gpu_suite_quick_runs_every_section_and_writes_its_figures(tmp_path):
     assert math.isfinite(x["seconds"]) and x["seconds"] > 0, key
     if x["section"] in ("attention", "ss_forward", "slat_forward", "distill_step"):
       assert x["compile_s"] > 0 and x["memory_bytes"] > 0, key
-      assert x["flops"] > 0 or "neighbour tables" in x["case"], key
+      assert "neighbour tables" in x["case"] or x["flops"] > 0, key
   figures = report["figures"]
   for kind in ("fwd", "fwd+bwd"):
     assert figures[f"attention packed equal / best dense, {kind}"]["value"] > 0
