@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from conversion import trellis  # noqa: E402
-from mdt_jax import numerics  # noqa: E402
+from mdt_jax import cli, numerics  # noqa: E402
 from mdt_jax.bench import flops as model_flops  # noqa: E402
 from mdt_jax.bench import objectives as obj  # noqa: E402
 from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure  # noqa: E402
@@ -504,4 +504,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -34,11 +34,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from configs import distill  # noqa: E402
 from conversion import dinov2, trellis  # noqa: E402
+from mdt_jax import cli  # noqa: E402
 from mdt_jax.data.image import IMAGE_SIZE  # noqa: E402
 from mdt_jax.sparse import SparseShards, bucket_capacity  # noqa: E402
 from mdt_jax.train import models, partitioning  # noqa: E402
@@ -134,4 +135,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)
