@@ -13,6 +13,13 @@ The executable is never run, so the CPU backend's LLVM optimisations are off
 (``jax_disable_most_optimizations``): the HLO passes that decide fusion and buffer assignment, hence
 the figures, still run, and the compile takes minutes instead of much longer.
 
+Attention (``--attention``): XLA:CPU's attention paths store what a GPU's or TPU's flash kernel does
+not (the plain path's Lq x Lk scores, the blocked path's float32 per-block stacks), so by default
+every attention call is compiled as a stand-in with a flash kernel's memory: its inputs, its output
+and the residuals such a kernel saves for the backward pass (q, k, v, out and a float32
+log-sum-exp per query and head), and no scores. Its values are meaningless (the program is compiled,
+never run). ``--attention=compiled`` keeps the CPU's own attention (an upper bound).
+
 Meshes: ``data`` is the configs' default (pure data parallel: every device holds all params and
 optimizer state); ``fsdp`` shards params, EMA, optimizer state, teacher and encoder over 8 devices
 (data = devices / 8). These are estimates for the CPU backend's compilation of the same program:
@@ -40,6 +47,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from configs import distill  # noqa: E402
 from conversion import dinov2, trellis  # noqa: E402
 from mdt_jax import cli  # noqa: E402
+from mdt_jax.bench import flash_memory  # noqa: E402
 from mdt_jax.data.image import IMAGE_SIZE  # noqa: E402
 from mdt_jax.sparse import SparseShards, bucket_capacity  # noqa: E402
 from mdt_jax.train import models, partitioning  # noqa: E402
@@ -53,6 +61,9 @@ _VARIANTS = flags.DEFINE_list("variants", ["ss_flow_L", "slat_flow_L"], "configs
 _MESHES = flags.DEFINE_list("meshes", ["data", "fsdp"], "data: the default mesh; fsdp: (devices/8, 8).")
 _SLAT_VOXELS = flags.DEFINE_integer("slat_voxels", 20_000, "Voxels per SLat instance (TRELLIS keeps "
                                     "instances of at most 32,768).")
+
+_ATTENTION = flags.DEFINE_enum("attention", "flash", ["flash", "compiled"], "flash: a stand-in with a flash "
+                               "kernel's memory (see the module docstring); compiled: the CPU's own attention.")
 
 GIB = 2 ** 30
 
@@ -128,7 +139,9 @@ def main(argv):
   if jax.device_count() != _DEVICES.value:
     raise SystemExit(f"needs {_DEVICES.value} devices, got {jax.device_count()} (write --devices=N)")
   jax.config.update("jax_disable_most_optimizations", True)
-  print(f"jax {jax.__version__}, {jax.device_count()} forced CPU devices")
+  if _ATTENTION.value == "flash":
+    flash_memory.install()
+  print(f"jax {jax.__version__}, {jax.device_count()} forced CPU devices; attention: {_ATTENTION.value}")
   for variant in _VARIANTS.value:
     for mesh_name in _MESHES.value:
       measure(variant, mesh_name)

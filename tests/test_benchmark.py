@@ -36,3 +36,26 @@ def test_gpu_suite_quick_runs_every_section_and_writes_its_figures(tmp_path):
   for kind in ("fwd", "fwd+bwd"):
     assert figures[f"attention packed equal / best dense, {kind}"]["value"] > 0
   assert figures["slat tiny vm_vd step / sum of its evaluations"]["value"] > 0
+
+
+def test_flash_memory_stand_in_plans_no_score_matrix():
+  """The AOT memory plans' attention stand-in: attention's shapes and gradients, and a fwd+bwd plan
+  far below one [Lq, Lk] float32 score matrix (the plain path plans several)."""
+  import jax
+  import jax.numpy as jnp
+  from mdt_jax.bench import flash_memory
+  from mdt_jax.models.attention import attention
+  q = jax.ShapeDtypeStruct((1, 2048, 2, 8), jnp.float32)
+  kv = jax.ShapeDtypeStruct((1, 1536, 2, 8), jnp.float32)
+  scores = 2048 * 1536 * 4
+
+  def plan(attend):
+    loss = lambda q, k, v: jnp.sum(jnp.square(attend(q, k, v)))
+    compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).lower(q, kv, kv).compile()
+    grads = jax.eval_shape(jax.grad(loss, argnums=(0, 1, 2)), q, kv, kv)
+    assert [g.shape for g in grads] == [q.shape, kv.shape, kv.shape]
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  assert plan(flash_memory.flash_memory_attention) < scores / 8
+  assert plan(lambda q, k, v: attention(q, k, v, implementation="xla")) > scores
+
