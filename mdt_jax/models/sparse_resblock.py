@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mdt_jax.models import initializers
@@ -37,6 +38,7 @@ class SparseResBlock3d(nn.Module):
     if self.resample not in (None, "down", "up"):
       raise ValueError(f"SparseResBlock3d: resample must be None, 'down' or 'up', got {self.resample!r}")
     c = self.out_channels
+    x, emb = jax.lax.optimization_barrier((x, emb))   # its per-row modulation after its input, as transformer.py
     e = initializers.dense(2 * c, "emb_layers_1", dtype=self.dtype)(nn.silu(emb))
     if self.resample == "down":
       x = sampling.pool(x)

@@ -82,6 +82,10 @@ class ModulatedTransformerCrossBlock(nn.Module):
   @nn.compact
   def __call__(self, x, emb, cond, *, segment_ids=None, cond_segment_ids=None, packing: Packing | None = None):
     c = self.channels
+    # The modulation and the condition's keys and values depend on (t, cond) only: tied to this block's
+    # input, no scheduler can compute every block's [tokens, C] modulation ahead of the blocks (XLA:CPU
+    # did, holding all 24 at once: 67 of slat_flow_L's 91 GiB per device; launch/train_memory.py).
+    x, emb, cond = jax.lax.optimization_barrier((x, emb, cond))
     mod = emb if self.share_mod else initializers.dense(6 * c, "adaLN_modulation_1", dtype=self.dtype,
                                                                    kernel_init=initializers.ZERO)(nn.silu(emb))
     # Split per sample, then spread to the tokens where each is used: one [tokens, C] gather per use
