@@ -4,11 +4,20 @@
     python launch/benchmark.py --only=train_memory      # the same, as a benchmark section
 
 Forces ``--devices`` CPU devices, builds each variant's student, teacher and DINOv2 (shapes only:
-``jax.eval_shape``, nothing allocated), and lowers and compiles the jitted train step (the one
-launch/train.py runs: batch_split micro-batches, the frozen DINOv2 encoding the views inside it) for
-abstract inputs of the published batch (8 per device and step, in 2 micro-batches of 4), then prints XLA's
-``compile().memory_analysis()`` for one device: arguments, outputs, temporaries, and the peak
-estimate arguments + outputs - aliased (donated) + temporaries, next to the state's own share.
+``jax.eval_shape``, nothing allocated) for abstract inputs of the published batch (8 per device and
+step, in 2 micro-batches of 4), and prints two figures per device:
+
+- the estimate (mdt_jax/bench/memory_estimate.py, whose docstring states what it counts): arguments,
+  the all-gathered params, the activations the backward pass keeps (read from the objective's jaxpr,
+  under the model's remat policy), the gradients, and one transformer block's forward (teacher) and
+  forward + backward (student) as XLA plans that block alone; the peak is the largest of the step's
+  forward, backward and update phases. Seconds to a minute.
+- XLA's ``compile().memory_analysis()`` of the whole jitted train step (the one launch/train.py runs:
+  batch_split micro-batches, the frozen DINOv2 encoding the views inside it): arguments, outputs,
+  temporaries and arguments + outputs - aliased (donated) + temporaries. Minutes; ``--noxla_plan``
+  skips it. XLA:CPU schedules the whole step as it likes, so this plan is only as good as its
+  schedule (see memory_estimate.py for what it once did); the estimate is the figure to quote.
+
 The executable is never run, so the CPU backend's LLVM optimisations are off
 (``jax_disable_most_optimizations``): the HLO passes that decide fusion and buffer assignment, hence
 the figures, still run, and the compile takes minutes instead of much longer.
@@ -46,10 +55,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from configs import distill  # noqa: E402
 from conversion import dinov2, trellis  # noqa: E402
-from mdt_jax import cli  # noqa: E402
-from mdt_jax.bench import flash_memory  # noqa: E402
+from mdt_jax import cli, encoders  # noqa: E402
+from mdt_jax.bench import flash_memory, memory_estimate  # noqa: E402
 from mdt_jax.data.image import IMAGE_SIZE  # noqa: E402
-from mdt_jax.sparse import SparseShards, bucket_capacity  # noqa: E402
+from mdt_jax.sparse import SparseShards, SparseTensor, bucket_capacity  # noqa: E402
 from mdt_jax.train import models, partitioning  # noqa: E402
 from mdt_jax.train.inputs import micro_batch_per_device  # noqa: E402
 from mdt_jax.train.optimizer import make_optimizer  # noqa: E402
@@ -65,16 +74,9 @@ _SLAT_VOXELS = flags.DEFINE_integer("slat_voxels", 20_000, "Voxels per SLat inst
 _ATTENTION = flags.DEFINE_enum("attention", "flash", ["flash", "compiled"], "flash: a stand-in with a flash "
                                "kernel's memory (see the module docstring); compiled: the CPU's own attention.")
 
+_XLA_PLAN = flags.DEFINE_bool("xla_plan", True, "Also compile the whole step for XLA:CPU's plan (minutes).")
+
 GIB = 2 ** 30
-
-
-def _bytes_per_device(tree):
-  """Bytes one device holds of a tree of ShapeDtypeStructs with shardings."""
-  total = 0
-  for leaf in jax.tree.leaves(tree):
-    shard = leaf.sharding.shard_shape(leaf.shape)
-    total += int(np.prod(shard)) * np.dtype(leaf.dtype).itemsize
-  return total
 
 
 def _abstract_batch(config, mesh, coarse_levels):
@@ -95,43 +97,79 @@ def _abstract_batch(config, mesh, coarse_levels):
   return {"x0": x0, "cond_image": image}
 
 
+def _with_shardings(tree, shardings):
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
+
+
+def _device_batch(batch, cond):
+  """One device's micro-batch of a step's input (drops [batch_split, shards]): x0 and cond [B, L, Cc]."""
+  x0 = batch["x0"]
+  drop = lambda a, lead: jax.ShapeDtypeStruct(a.shape[lead:], a.dtype)
+  if isinstance(x0, SparseShards):
+    x0 = SparseTensor(coords=drop(x0.coords, 2), feats=drop(x0.feats, 2), mask=drop(x0.mask, 2),
+                      batch_size=x0.batch_size, coarse_capacities=x0.coarse_capacities)
+  else:
+    x0 = jax.ShapeDtypeStruct((cond.shape[0], *x0.shape[2:]), x0.dtype)
+  return {"x0": x0, "cond": cond}
+
+
+def estimate(config, mesh, student, encoder, state, frozen, batch) -> memory_estimate.Estimate:
+  """mdt_jax.bench.memory_estimate's terms for this step, per device."""
+  gathered = lambda tree: _with_shardings(tree, partitioning.gathered_shardings(tree, mesh))
+  whole = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+  copies = [gathered(t) for t in (state.params, frozen)] if mesh.shape["fsdp"] > 1 else []
+  images = jax.ShapeDtypeStruct((micro_batch_per_device(config), IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32)
+  cond = jax.eval_shape(lambda p, x: encoders.encode_images(encoder, p, x), whole(frozen["image_encoder"]), images)
+  terms = memory_estimate.objective_terms(config, student, whole(state.params), whole(frozen["teacher"]),
+                                          _device_batch(batch, cond),
+                                          gradient_bytes=memory_estimate.tree_bytes(gathered(state.params)))
+  return memory_estimate.Estimate(arguments=memory_estimate.tree_bytes((state, frozen, batch)),
+                                  state=memory_estimate.tree_bytes(state), gathered=memory_estimate.tree_bytes(copies),
+                                  accumulator=memory_estimate.tree_bytes(state.params), **terms)
+
+
+def _xla_plan(config, mesh, optimizer, student, encoder, state, frozen, batch) -> str:
+  """XLA's memory_analysis() of the whole compiled step, for one device, as a line."""
+  step = jit_train_step(config, optimizer, mesh, partitioning.tree_shardings(state, mesh),
+                        partitioning.tree_shardings(frozen, mesh), student=student, teacher=student,
+                        image_encoder=encoder)
+  start = time.perf_counter()
+  stats = step.lower(state, frozen, batch).compile().memory_analysis()
+  if stats is None:
+    return f"memory_analysis() is unavailable on {jax.default_backend()}"
+  peak = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+          + stats.temp_size_in_bytes)
+  return (f"arguments {stats.argument_size_in_bytes / GIB:.2f} GiB, outputs {stats.output_size_in_bytes / GIB:.2f} "
+          f"(aliased {stats.alias_size_in_bytes / GIB:.2f}), temporaries {stats.temp_size_in_bytes / GIB:.2f} -> peak "
+          f"{peak / GIB:.2f} GiB (compiled in {time.perf_counter() - start:.0f} s)")
+
+
 def measure(variant, mesh_name):
   config = distill.get_config(variant)
   devices = _DEVICES.value
   config.mesh.update({"data": -1, "fsdp": 1} if mesh_name == "data" else {"data": devices // 8, "fsdp": 8})
   mesh = partitioning.make_mesh(config.mesh)
-  dtype = models.compute_dtype(config)
-  student = trellis.build_model(config.model.to_dict(), dtype=dtype)
+  student = trellis.build_model(config.model.to_dict(), dtype=models.compute_dtype(config))
   params = jax.eval_shape(lambda: trellis.init_params(student, jax.random.key(0)))
   encoder = dinov2.model_from_config(config.dinov2_config)
   optimizer = make_optimizer(config, params)
   state = jax.eval_shape(lambda p: init_state(p, optimizer, config.ema_rates, config.seed), params)
   frozen = {"teacher": params, "image_encoder": dinov2.param_shapes(encoder)}
-  state_shardings = partitioning.tree_shardings(state, mesh)
-  frozen_shardings = partitioning.tree_shardings(frozen, mesh)
-  with_sharding = lambda tree, shardings: jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
-  state, frozen = with_sharding(state, state_shardings), with_sharding(frozen, frozen_shardings)
-  print(f"train_memory[{variant}, mesh {dict(mesh.shape)}]: per device, state (params, EMA, AdamW, clipper) "
-        f"{_bytes_per_device(state) / GIB:.2f} GiB, teacher + DINOv2 {_bytes_per_device(frozen) / GIB:.2f} GiB; "
-        f"compiling ...", flush=True)
-  step = jit_train_step(config, optimizer, mesh, state_shardings, frozen_shardings, student=student,
-                        teacher=student, image_encoder=encoder)
-  start = time.perf_counter()
-  compiled = step.lower(state, frozen, _abstract_batch(config, mesh, len(getattr(student, "stages", ())))).compile()
-  seconds = time.perf_counter() - start
-  stats = compiled.memory_analysis()
-  if stats is None:
-    print(f"train_memory[{variant}, {mesh_name}]: memory_analysis() is unavailable on {jax.default_backend()}")
-    return
-  peak = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
-          + stats.temp_size_in_bytes)
-  print(f"train_memory[{variant}, mesh {dict(mesh.shape)}, {config.batch_size_per_device}/device x "
-        f"batch_split {config.batch_split}, {config.compute_dtype}]: per device: arguments "
-        f"{stats.argument_size_in_bytes / GIB:.2f} GiB (state {_bytes_per_device(state) / GIB:.2f}, teacher + "
-        f"DINOv2 {_bytes_per_device(frozen) / GIB:.2f}), outputs {stats.output_size_in_bytes / GIB:.2f} GiB "
-        f"(aliased {stats.alias_size_in_bytes / GIB:.2f}), temporaries {stats.temp_size_in_bytes / GIB:.2f} GiB "
-        f"-> peak estimate {peak / GIB:.2f} GiB (compiled in {seconds:.0f} s)", flush=True)
+  state = _with_shardings(state, partitioning.tree_shardings(state, mesh))
+  frozen = _with_shardings(frozen, partitioning.tree_shardings(frozen, mesh))
+  batch = _abstract_batch(config, mesh, len(getattr(student, "stages", ())))
+  name = (f"train_memory[{variant}, mesh {dict(mesh.shape)}, {config.batch_size_per_device}/device x batch_split "
+          f"{config.batch_split}, {config.compute_dtype}]")
+  est = estimate(config, mesh, student, encoder, state, frozen, batch)
+  gib = lambda b: f"{b / GIB:.2f}"
+  print(f"{name}: estimate per device {gib(est.peak)} GiB = max of phases "
+        f"{', '.join(f'{k} {gib(v)}' for k, v in est.phases.items())}; terms: arguments {gib(est.arguments)} "
+        f"(state {gib(est.state)}), gathered params {gib(est.gathered)}, residuals {gib(est.residuals)}, gradients "
+        f"{gib(est.gradients)} + accumulator {gib(est.accumulator)}, block forward {gib(est.block_forward)}, "
+        f"block backward {gib(est.block_backward)}", flush=True)
+  if _XLA_PLAN.value:
+    print(f"{name}: XLA:CPU's plan of the whole step: "
+          f"{_xla_plan(config, mesh, optimizer, student, encoder, state, frozen, batch)}", flush=True)
 
 
 def main(argv):

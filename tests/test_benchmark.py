@@ -59,3 +59,76 @@ def test_flash_memory_stand_in_plans_no_score_matrix():
   assert plan(flash_memory.flash_memory_attention) < scores / 8
   assert plan(lambda q, k, v: attention(q, k, v, implementation="xla")) > scores
 
+
+
+def test_residual_bytes_counts_what_the_backward_keeps():
+  """sin(x @ w) keeps cos(x @ w) [8, 4] float32 (x is an input, not counted); under jax.checkpoint
+  with nothing saveable it keeps only its inputs: nothing counted."""
+  import jax
+  import jax.numpy as jnp
+  from mdt_jax.bench.memory_estimate import residual_bytes
+  w, x = jax.ShapeDtypeStruct((4, 4), jnp.float32), jax.ShapeDtypeStruct((8, 4), jnp.float32)
+  f = lambda w, x: jnp.sum(jnp.sin(x @ w))
+  assert residual_bytes(f, w, x) == 8 * 4 * 4
+  assert residual_bytes(jax.checkpoint(f, policy=jax.checkpoint_policies.nothing_saveable), w, x) == 0
+
+
+def _ss_toy(samples):
+  """ss_toy's config, student (float32) and abstract params, and a micro-batch of ``samples``."""
+  import jax
+  import jax.numpy as jnp
+  from configs import distill
+  from conversion import trellis
+  config = distill.get_config("ss_toy")
+  model = trellis.build_model(config.model.to_dict(), dtype=jnp.float32)
+  params = jax.eval_shape(lambda: trellis.init_params(model, jax.random.key(0)))
+  r = model.resolution
+  batch = {"x0": jax.ShapeDtypeStruct((samples, r, r, r, model.in_channels), jnp.float32),
+           "cond": jax.ShapeDtypeStruct((samples, 16, model.cond_channels), jnp.float32)}
+  return config, model, params, batch
+
+
+def test_memory_estimate_activations_grow_linearly_with_tokens():
+  """The residuals of the objective: affine in the tokens (here samples x 64), and growing as the
+  student's own pass with gradient (2 calls: VM, VD) does, not as the teacher's (4) or the
+  no-gradient student's (3) would add to it."""
+  import jax
+  import jax.numpy as jnp
+  from mdt_jax.bench import memory_estimate
+  from mdt_jax.distill.objective import objective
+
+  def residuals(samples):
+    config, model, params, batch = _ss_toy(samples)
+    apply = lambda p, x, t, c: model.apply({"params": p}, x, t, c)
+    loss = lambda p, teacher, b: objective(p, teacher, b, jax.random.key(0), student_apply=apply,
+                                           teacher_apply=apply, config=config)[0]
+    doubled = lambda a: jax.ShapeDtypeStruct((2 * samples, *a.shape[1:]), jnp.float32)   # the VM and VD calls
+    student = memory_estimate.residual_bytes(apply, params, doubled(batch["x0"]), jax.ShapeDtypeStruct(
+        (2 * samples,), jnp.float32), doubled(batch["cond"]))
+    return memory_estimate.residual_bytes(loss, params, params, batch), student
+
+  (r2, s2), (r4, s4), (r6, _) = residuals(2), residuals(4), residuals(6)
+  assert r6 - r4 == r4 - r2 > 0
+  assert s4 - s2 <= r4 - r2 <= 1.1 * (s4 - s2), (r4 - r2, s4 - s2)
+
+
+def test_memory_estimate_is_near_xla_plan_on_a_tiny_step():
+  """On ss_toy (4 samples, no fsdp) the analytic peak is within [0.8, 2] x XLA:CPU's plan of the
+  objective's value_and_grad, and its argument term is the exact bytes of params, teacher and batch."""
+  import jax
+  import numpy as np
+  from mdt_jax.bench import memory_estimate
+  from mdt_jax.distill.objective import objective
+  config, model, params, batch = _ss_toy(4)
+  exact = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves((params, params, batch)))
+  assert memory_estimate.tree_bytes((params, params, batch)) == exact
+  terms = memory_estimate.objective_terms(config, model, params, params, batch,
+                                          gradient_bytes=memory_estimate.tree_bytes(params))
+  estimate = memory_estimate.Estimate(arguments=exact, state=0, gathered=0, accumulator=0, **terms)
+  apply = lambda p, x, t, c: model.apply({"params": p}, x, t, c)
+  loss = lambda p, teacher, b: objective(p, teacher, b, jax.random.key(0), student_apply=apply, teacher_apply=apply,
+                                         config=config)
+  fast = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}  # as launch/train_memory.py
+  stats = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(params, params, batch).compile(fast).memory_analysis()
+  plan = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+  assert 0.8 * plan <= estimate.peak <= 2 * plan, (estimate, plan)
