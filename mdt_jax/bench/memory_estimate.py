@@ -1,12 +1,13 @@
 """An analytic per-device memory estimate of a distillation train step (launch/train_memory.py).
 
-XLA:CPU's ahead-of-time plan of the whole L step is no measure of what it needs: its schedulers are
-free to compute anything as soon as its inputs exist, and they do (slat_flow_L, fsdp mesh, jax 0.12.1:
-the default scheduler computed every block's per-token modulation, 5 [tokens, 1024] arrays per block
-for each of the teacher's, the student's and the no-gradient student's evaluations, ahead of the
-blocks: 67 of a 91 GiB plan; the memory-optimised one, --xla_cpu_scheduler_type, ran all 24
-rematerialised blocks' recomputations before the backward chain: 116 GiB). This estimate counts what
-the program has to hold instead, per device, each term from shapes:
+XLA:CPU's ahead-of-time plan of a whole L step measures its schedule, not what the step needs: its
+schedulers may compute anything as soon as its inputs exist. On slat_flow_L (fsdp mesh, jax 0.12.1)
+the default one computed every block's per-token modulation, 5 [tokens, 1024] arrays a block for each
+of the teacher's, the student's and the no-gradient student's passes, ahead of the blocks: 67 of a
+91 GiB plan, until the blocks tied their modulation to their input (models/transformer.py); the
+memory-optimised one (--xla_cpu_scheduler_type) ran all 24 rematerialised blocks' recomputations
+before the backward chain: 116 GiB. This estimate counts what the program has to hold instead, per
+device, each term from shapes:
 
   arguments   params, EMA, optimizer state, teacher, encoder and the step's batch, as sharded (exact).
   gathered    the float32 params the networks compute with, all-gathered over fsdp: student, teacher,
@@ -28,9 +29,12 @@ The step's phases and its peak, the largest of them:
   backward  arguments + gathered + residuals + gradients + block bwd
   update    arguments + a second state (the guard keeps old and new until all are finite) + accumulator
 
-Not counted: the io stages' sparse res blocks (128 channels where the trunk has 1024), the DINOv2
-forward (before the student's, when no residual is live yet), and the small per-sample arrays.
-XLA:CPU computes bfloat16 elementwise ops in float32, so the block plans overstate an accelerator's.
+Not counted: the transients of the io stages' sparse res blocks (128 channels where the trunk has
+1024; their residuals are in ``residuals``), of the DINOv2 forward (it runs before the student's,
+when no residual is live yet) and the latents of the passes ([rows, 8]). XLA:CPU computes bfloat16
+elementwise ops in float32 (e.g. a [tokens, 4C] float32 MLP hidden), so the block plans overstate
+an accelerator's. Attention is whatever the models call: launch/train_memory.py installs the flash
+stand-in (mdt_jax/bench/flash_memory.py) first.
 """
 from __future__ import annotations
 
