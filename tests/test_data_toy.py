@@ -93,23 +93,51 @@ def test_resolution_32(tmp_path):
   np.testing.assert_array_equal(fold.latent_to_occupancy(out["x0"]), record["occupancy"])
 
 
-def test_features_are_one_function_of_occupancy_and_condition(small):
+def test_features_are_one_function_of_occupancy_condition_and_colour_draw(small):
   _, train, _ = small
   ss, slat = toy_inputs.ToyInputs("ss"), toy_inputs.ToyInputs("slat")
-  all_feats = []
+  all_feats, colour_spread = [], []
   for record in records(train)[:240]:
     sparse = slat(record)
     # Evaluation's path: decode the stage-1 latent, then recompute the features: exactly equal.
     occupancy = fold.latent_to_occupancy(ss(record)["x0"])
-    coords, feats = toy_features.toy_features(occupancy, record["cond_id"])
+    coords, feats = toy_features.toy_features(occupancy, record["cond_id"], record["colour_gradient"])
     np.testing.assert_array_equal(coords, sparse["coords"])
     np.testing.assert_array_equal(feats, sparse["feats"])
     assert coords.dtype == np.int32 and feats.dtype == np.float32 and feats.shape == (len(coords), 8)
     np.testing.assert_array_equal(coords, np.argwhere(record["occupancy"]))
     assert np.all(np.isfinite(feats))
+    # The conditional mean (no colour draw) differs in the colour channels only, by G z(p).
+    _, mean = toy_features.toy_features(occupancy, record["cond_id"])
+    np.testing.assert_array_equal(mean[:, :5], feats[:, :5])
+    z = toy_features.normalised_positions(coords)
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose((z ** 2).sum(-1).mean(), 1, rtol=1e-9)
+    expected = (z @ np.asarray(record["colour_gradient"], np.float64).T) / toy_features.FAMILY_COLOURS.std(0)
+    np.testing.assert_allclose(feats[:, 5:] - mean[:, 5:], expected, atol=1e-5)
+    colour_spread.append((feats[:, 5:] - mean[:, 5:]).std(0))
     all_feats.append(feats)
   std = np.concatenate(all_feats).std(0)
   assert np.all((std > 0.6) & (std < 1.4)), std
+  # The draws' spread within a shape: tint std 0.3 x sqrt(1/3) RGB units / the family colours' std.
+  np.testing.assert_allclose(np.sqrt(np.mean(np.square(colour_spread))),
+                             0.3 / np.sqrt(3) / toy_features.FAMILY_COLOURS.std(0).mean(), rtol=0.25)
+
+
+def test_colour_gradients_follow_their_stated_distribution():
+  g = toy_features.sample_colour_gradients(np.random.default_rng(0), 4000)
+  assert g.shape == (4000, 3, 3)
+  # rank one, tint x direction: the direction is a unit vector, so each row's norm is |tint_c|
+  np.testing.assert_allclose(np.linalg.svd(g, compute_uv=False)[:, 1:], 0, atol=1e-12)
+  tint_norms = np.linalg.norm(g, axis=-1)
+  np.testing.assert_allclose(np.sqrt(np.mean(tint_norms ** 2)), toy_features.COLOUR_TINT_STD, rtol=0.05)
+  np.testing.assert_allclose(g.mean(0), 0, atol=0.02)
+  # the split's draws are the records' and come from the seed alone
+  config = toy_builder.ToyShapesConfig(name="colour", **SMALL)
+  np.testing.assert_array_equal(toy_builder.split_colour_gradients(config, "test"),
+                                toy_builder.split_colour_gradients(config, "test"))
+  assert not np.array_equal(toy_builder.split_colour_gradients(config, "train")[:10],
+                            toy_builder.split_colour_gradients(config, "test")[:10])
 
 
 def test_condition_tokens():

@@ -117,6 +117,7 @@ def test_toy_split_equals_the_builder(tmp_path):
     np.testing.assert_array_equal(data.occupancy, np.stack([r["occupancy"] for r in records]))
     np.testing.assert_array_equal(data.cond_id, [r["cond_id"] for r in records])
     np.testing.assert_array_equal(data.family, [r["family"] for r in records])
+    np.testing.assert_array_equal(data.colour_gradient, np.stack([r["colour_gradient"] for r in records]))
 
 
 def test_split_halves():
@@ -161,10 +162,12 @@ def test_evaluate_stage1(small):
     ev.evaluate_stage1(real.occupancy, real.cond_id, ref.occupancy, ref.cond_id, train_occ=train.occupancy)
 
 
-def stage2_batch(split):
-  """Packed (coords [N, 4], feats [N, 8]) of the real features of every shape of `split`."""
+def stage2_batch(split, drawn=False):
+  """Packed (coords [N, 4], feats [N, 8]) of every shape of `split`: the conditional mean of its
+  features, or (drawn) its real features with its own colour draw."""
   coords = ev.occupancy_to_coords(split.occupancy)
-  feats = np.concatenate([toy_features(o, c)[1] for o, c in zip(split.occupancy, split.cond_id)])
+  feats = np.concatenate([toy_features(o, c, g if drawn else None)[1]
+                          for o, c, g in zip(split.occupancy, split.cond_id, split.colour_gradient)])
   return coords, feats
 
 
@@ -195,6 +198,25 @@ def test_evaluate_stage2_is_exact(small):
   keep = coords[:, 0] != 3
   partial = ev.evaluate_stage2(coords[keep], feats[keep], data.cond_id, 16)
   assert partial["num_empty"] == 1 and partial["num_shapes"] == 24
+
+
+def test_stage2_distribution_separates_the_mean_from_real_draws(small):
+  _, test = small
+  first, second = ev.split_halves(test.cond_id, 2)
+  real = (*stage2_batch(test.take(first), drawn=True), len(first))
+  second_real = ev.evaluate_stage2_distribution(*stage2_batch(test.take(second), drawn=True), len(second), *real)
+  mean = ev.evaluate_stage2_distribution(*stage2_batch(test.take(first)), len(first), *real)
+  itself = ev.evaluate_stage2_distribution(*real, *real)
+  assert abs(itself["fd"]) < 1e-6 and itself["one_nna"] == 0.0       # every shape's nearest is its copy
+  assert second_real["fd"] < 0.5 and 0.3 < second_real["one_nna"] < 0.7, second_real
+  assert mean["fd"] > 5 * second_real["fd"] and mean["one_nna"] > 0.9, mean
+  assert mean["descriptor_mean"]["colour_slope_r"] < 1e-6 < second_real["descriptor_mean"]["colour_slope_r"]
+  assert second_real["descriptor_mean"]["colour_residual_g"] < 1e-5              # colour is linear in z
+  assert second_real["one_nna_exchangeable"] == set_metrics.exchangeable_1nna(len(second), len(first))
+  # An empty sample is counted and left out.
+  coords, feats = stage2_batch(test.take(second), drawn=True)
+  keep = coords[:, 0] != 0
+  assert ev.evaluate_stage2_distribution(coords[keep], feats[keep], len(second), *real)["num_empty"] == 1
 
 
 def test_evaluate_stage2_rejects_bad_input():

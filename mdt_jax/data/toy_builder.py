@@ -11,6 +11,7 @@ Each record (`shape_index` is its position in the split):
   family       int32, index into toy_shapes.FAMILIES
   size_bucket  int32, index into toy_shapes.SIZE_BUCKETS
   num_voxels   int32, occupied voxels
+  colour_gradient  float32 [3, 3], the shape's stage-2 colour gradient (toy_features)
   shape_index  int32
 Latents are derived at load time by toy_inputs (stage 1: fold.occupancy_to_latent; stage 2:
 toy_features), which keeps the files small (20,000 shapes at R = 16: ~10 MB).
@@ -26,11 +27,12 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mdt_jax.data import toy_condition, toy_shapes
+from mdt_jax.data import toy_condition, toy_features, toy_shapes
 from mdt_jax.data.sparse_batch import VOXEL_COUNTS_METADATA
 from mdt_jax.data.tfds_base import PackageBuilder
 
 _SPLIT_STREAMS = {"train": 0, "test": 1}
+_COLOUR_STREAM = 1  # the colour gradients' stream, apart from the shapes' (so either can change alone)
 _CHUNK_VOXELS = 1 << 23  # occupancy voxels generated per chunk (bounds memory at R = 32)
 
 
@@ -60,11 +62,19 @@ def split_shapes(config, split):
   return toy_shapes.sample_shapes(rng, family, size_bucket)
 
 
+def split_colour_gradients(config, split):
+  """The split's stage-2 colour gradients, in record order: float32 [n, 3, 3] (toy_features), as stored."""
+  n = len(split_conditions(config, split))
+  rng = np.random.default_rng([config.seed, _SPLIT_STREAMS[split], _COLOUR_STREAM])
+  return toy_features.sample_colour_gradients(rng, n).astype(np.float32)
+
+
 class ToyShapes(PackageBuilder):
   """Procedural primitive shapes (8 families x 3 size buckets) as occupancy grids."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "2.0.0": "Upright shapes (random heading only); stage-2 colour gradients (colour_gradient)."}
   BUILDER_CONFIGS = [
       ToyShapesConfig(name="r16", description="R = 16, the default."),
       ToyShapesConfig(name="r32", resolution=32, description="R = 32."),
@@ -82,6 +92,7 @@ class ToyShapes(PackageBuilder):
             "occupancy": tfds.features.Tensor(shape=(r, r, r), dtype=np.bool_,
                                               encoding=tfds.features.Encoding.ZLIB),
             "cond_id": scalar(), "family": scalar(), "size_bucket": scalar(),
+            "colour_gradient": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
             "num_voxels": scalar(), "shape_index": scalar(),
         }),
         disable_shuffling=True,
@@ -96,6 +107,7 @@ class ToyShapes(PackageBuilder):
     config = self.builder_config
     params = split_shapes(config, split)
     cond = split_conditions(config, split)
+    colour = split_colour_gradients(config, split)
     counts = []
     step = max(1, _CHUNK_VOXELS // config.resolution ** 3)
     for start in range(0, len(params), step):
@@ -104,5 +116,6 @@ class ToyShapes(PackageBuilder):
         i = start + offset
         counts.append(int(occ.sum()))
         yield i, {"occupancy": occ, "cond_id": cond[i], "family": params.family[i],
-                  "size_bucket": params.size_bucket[i], "num_voxels": counts[-1], "shape_index": i}
+                  "size_bucket": params.size_bucket[i], "colour_gradient": colour[i],
+                  "num_voxels": counts[-1], "shape_index": i}
     self.info.metadata[VOXEL_COUNTS_METADATA][split] = counts

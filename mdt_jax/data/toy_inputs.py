@@ -4,11 +4,11 @@ stage "ss" (sparse structure, dense):
   x0       float32 [R/2, R/2, R/2, 8]  fold.occupancy_to_latent of the occupancy, channels-last
 stage "slat" (structured latent, sparse; pair with pipeline.SparseCollate):
   coords   int32 [N, 3]   occupied voxels (x, y, z) in [0, R)
-  feats    float32 [N, 8] toy_features.toy_features of (occupancy, cond_id)
+  feats    float32 [N, 8] toy_features.toy_features of (occupancy, cond_id, colour_gradient)
 both stages:
   cond     float32 [L, C] toy_condition.condition_tokens(cond_id) for the table (L, C, table_seed)
   cond_id  int32
-The toy has no per-example randomness (pose is part of the data), so `rng` is unused.
+The toy has no per-example randomness (pose and colour are part of the data), so `rng` is unused.
 """
 import dataclasses
 
@@ -42,5 +42,5 @@ class ToyInputs:
     if self.stage == "ss":
       out["x0"] = occupancy_to_latent(record["occupancy"])
     else:
-      out["coords"], out["feats"] = toy_features(record["occupancy"], cond_id)
+      out["coords"], out["feats"] = toy_features(record["occupancy"], cond_id, record["colour_gradient"])
     return out

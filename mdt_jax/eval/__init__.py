@@ -1,11 +1,13 @@
-"""Evaluation of the toy benchmark: set metrics for stage 1, exact feature error for stage 2.
+"""Evaluation of the toy benchmark: set metrics for stage 1; for stage 2, the exact error against the
+conditional mean and set metrics of the feature distribution.
 
 Modules, one job each:
   distance     1 - IoU between occupancy grids, exact (ties are exact).
   set_metrics  1-NNA, coverage, minimum matching distance on a distance matrix; their reading.
   decode       stage-1 latents -> occupancy (logits > 0) -> packed voxel coords, and back.
   stage1       evaluate_stage1: generated vs held-out occupancy per condition, family fidelity.
-  stage2       evaluate_stage2: generated features vs toy_features of their own voxels.
+  stage2       evaluate_stage2: generated features vs the conditional mean of their own voxels' features.
+  stage2_distribution  evaluate_stage2_distribution: generated vs real feature sets (FD, 1-NNA).
   pipeline     evaluate_pipeline: both stages of a two-stage sample.
   reference    the held-out sets (reference and second real set), in-memory splits, seed spread.
 """
@@ -15,7 +17,8 @@ from mdt_jax.eval.pipeline import evaluate_pipeline
 from mdt_jax.eval.reference import ToySplit, mean_and_spread, split_halves, toy_split
 from mdt_jax.eval.stage1 import evaluate_stage1
 from mdt_jax.eval.stage2 import FEATURE_GROUPS, evaluate_stage2, target_features
+from mdt_jax.eval.stage2_distribution import evaluate_stage2_distribution
 
 __all__ = ["FEATURE_GROUPS", "ToySplit", "coords_to_occupancy", "decode_latents", "evaluate_pipeline",
-           "evaluate_stage1", "evaluate_stage2", "iou_distance", "mean_and_spread", "occupancy_to_coords",
+           "evaluate_stage1", "evaluate_stage2", "evaluate_stage2_distribution", "iou_distance", "mean_and_spread", "occupancy_to_coords",
            "split_halves", "target_features", "toy_split"]

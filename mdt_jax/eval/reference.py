@@ -16,14 +16,16 @@ from mdt_jax.data import toy_builder, toy_shapes
 
 @dataclasses.dataclass(frozen=True)
 class ToySplit:
-  """occupancy bool [n, R, R, R], cond_id int64 [n], family int64 [n], in record order."""
+  """occupancy bool [n, R, R, R], cond_id int64 [n], family int64 [n], colour_gradient float32
+  [n, 3, 3] (stage 2's colour draw, toy_features), in record order."""
   occupancy: np.ndarray
   cond_id: np.ndarray
   family: np.ndarray
+  colour_gradient: np.ndarray
 
   def take(self, index):
     """The shapes at `index` (an index array or a slice)."""
-    return ToySplit(self.occupancy[index], self.cond_id[index], self.family[index])
+    return ToySplit(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
 
 
 def toy_split(config, split):
@@ -39,8 +41,8 @@ def toy_split(config, split):
       raise ValueError(f"unknown toy config {config!r}; known: {sorted(named)}")
     config = named[config]
   params = toy_builder.split_shapes(config, split)
-  return ToySplit(toy_shapes.voxelize(params, config.resolution),
-                  toy_builder.split_conditions(config, split), params.family)
+  return ToySplit(toy_shapes.voxelize(params, config.resolution), toy_builder.split_conditions(config, split),
+                  params.family, toy_builder.split_colour_gradients(config, split))
 
 
 def split_halves(cond_ids, per_condition):

@@ -1,10 +1,13 @@
-"""Stage-2 (structured latent) evaluation: generated voxel features scored exactly.
+"""Stage-2 (structured latent) evaluation: generated voxel features against their conditional mean.
 
-The toy's features are a function of (occupancy, condition) (data.toy_features), so a generated
-structured latent (features on a set of voxels) has an exact target: the features that
-`toy_features` computes on the occupancy those voxels form, for the requested condition. The error
-is measured in the feature units of toy_features (each channel roughly unit variance over the
-data), per channel group (FEATURE_GROUPS) and over all 8 channels.
+The toy's features (data.toy_features) are a function of the occupancy and the condition, plus a
+random per-shape colour gradient of mean zero. So a generated structured latent (features on a set
+of voxels) has an exact conditional mean: the features `toy_features` computes on the occupancy
+those voxels form, for the requested condition, with a zero colour gradient. Channels 0-4 have no
+randomness, so their error is exact; the colour error also counts the colour's own spread, and
+like any error against a mean it rewards predicting the mean: score the distribution with
+eval.stage2_distribution. The error is measured in the feature units of toy_features (each channel
+roughly unit variance over the data), per channel group (FEATURE_GROUPS) and over all 8 channels.
 
 Weighting: a shape's mean squared error is its mean over voxels and the group's channels; a
 condition's is the mean over its shapes; the aggregate is the mean over conditions; RMSE is the
@@ -23,7 +26,7 @@ assert sorted(sum(FEATURE_GROUPS.values(), ())) == list(range(len(FEATURE_CHANNE
 
 
 def target_features(coords, cond_id, resolution):
-  """The exact target of one shape's generated features, aligned with its rows.
+  """The conditional mean of one shape's features (toy_features, zero colour gradient), aligned with its rows.
 
   Args:
     coords: int [n, 3] (x, y, z) voxels of one shape, any order, no repeats.
@@ -51,7 +54,7 @@ def _group_mse(err):
 
 
 def evaluate_stage2(coords, feats, cond_ids, resolution):
-  """Feature error of generated structured latents against toy_features of their own voxels.
+  """Feature error of generated structured latents against the conditional mean of their own voxels' features.
 
   Args:
     coords: int [N, 4] (b, x, y, z) in TRELLIS's packed layout (SparseTensor.to_packed or
