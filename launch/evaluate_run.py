@@ -40,11 +40,11 @@ _STEPS = flags.DEFINE_list("steps", ["25"], "Euler step counts to score each che
 _CFG = flags.DEFINE_list("cfg", ["0"], "Guidance scales w.")
 _EMA = flags.DEFINE_integer("ema", 0, "Index into config.ema_rates of the weights scored; -1: the raw params.")
 _PER_CONDITION = flags.DEFINE_integer("per_condition", 8, "Stage 1: shapes per toy condition (24 conditions).")
-_STRUCTURES = flags.DEFINE_integer("structures_per_condition", 2, "Stage 2: real structures per condition.")
+_STRUCTURES = flags.DEFINE_integer("structures_per_condition", 4, "Stage 2: real structures per condition.")
 _FIDELITY_SHAPES = flags.DEFINE_integer("fidelity_shapes", 4000, "Toy train shapes labelling family fidelity.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling noise seed.")
 
-HEADLINE = {"ss": ("1nna", "cov", "mmd", "fidelity"), "slat": ("rmse",)}
+HEADLINE = {"ss": ("1nna", "cov", "mmd", "fidelity"), "slat": ("fd", "one_nna", "rmse")}
 
 
 def run_model(config):
@@ -94,9 +94,11 @@ def main(argv):
 
   out = workdir / "curve"
   out.mkdir(exist_ok=True)
-  reference = {}
   if stage == "ss":
     reference = scalars(sets.stage1(sets.second_real.occupancy, sets.second_real.cond_id))
+  else:
+    reference = scalars(sets.stage2(sets.second_structures, sets.second_structure_feats,
+                                    sets.second_structure_cond_ids))
   curve = {m.name: {} for m in methods}
   for step in checkpoints.saved_steps(workdir):
     path = out / f"step{step}_{which}.json"
@@ -111,8 +113,7 @@ def main(argv):
       curve[m.name][str(step)] = stored[m.name]
     print(f"step {step}: " + "; ".join(f"{name} " + ", ".join(f"{k} {stored[name][k]:.3f}" for k in HEADLINE[stage])
                                       for name in stored), flush=True)
-  if reference:
-    print("real vs real: " + ", ".join(f"{k} {reference[k]:.3f}" for k in HEADLINE[stage]))
+  print("real vs real: " + ", ".join(f"{k} {reference[k]:.3f}" for k in HEADLINE[stage]))
   (out / f"curve_{which}.json").write_text(json.dumps({"weights": which, "reference": reference, "curve": curve,
                                                        "per_condition": plan.per_condition}, indent=1))
   plot(out / f"curve_{which}.png", stage, curve, reference)

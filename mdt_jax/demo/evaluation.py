@@ -5,12 +5,14 @@ the two-stage pipeline; and the reference rows.
   the test split's first `per_condition` shapes of the condition (eval.evaluate_stage1), family
   fidelity classified by a toy train split of `fidelity_train_shapes` shapes.
 * stage 2: features generated on real structures (the reference set's first
-  `stage2_per_condition` shapes of each condition), scored exactly (eval.evaluate_stage2).
+  `stage2_per_condition` shapes of each condition), scored exactly against the conditional mean
+  of the features (eval.evaluate_stage2) and as a distribution against the real features of the
+  same shapes (eval.evaluate_stage2_distribution: FD and 1-NNA of shape descriptors).
 * pipeline: the stage-1 samples of the same method (same noises: the structures of its stage-1
   row), decoded to occupancy (the toy decoder, fold.latent_to_occupancy), then stage 2 of the same
   method on the voxels of the first `stage2_per_condition` of each condition; the row carries its
   structures' stage-1 scores and the stage-2 error of its features against the features its own
-  voxels imply.
+  voxels imply, and its distance to the real features.
 
 Each part's result is written to `<workdir>/results/<part>/<method>.json` (and its samples to
 `<workdir>/samples/<part>_<method>.npz`) as soon as it is computed; a rerun with the same plan and
@@ -55,8 +57,12 @@ class EvalSets:
   second_real: ev.ToySplit    # real shapes of the same conditions, not in `reference`
   labelled: ev.ToySplit       # family fidelity's classifier set
   structure_occupancy: np.ndarray  # stage 2: bool [M, R, R, R] real structures ...
-  structures: list            # ... their voxels [n_i, 3] (np.argwhere order, as toy_features')
+  structures: list            # ... their voxels [n_i, 3] (np.argwhere order, as toy_features') ...
   structure_cond_ids: np.ndarray
+  structure_feats: list       # ... and their real features [n_i, 8] (their own colour draws)
+  second_structures: list     # stage 2's ideal row: as many shapes of the second real set
+  second_structure_feats: list
+  second_structure_cond_ids: np.ndarray
   resolution: int
 
   @classmethod
@@ -72,10 +78,14 @@ class EvalSets:
     labelled = ev.toy_split(labels, "train")
     cond_ids = np.repeat(np.asarray(plan.conditions), plan.per_condition)
     picked = reference.take(ev.split_halves(reference.cond_id, plan.stage2_per_condition)[0])
+    second = second_real.take(ev.split_halves(second_real.cond_id, plan.stage2_per_condition)[0])
+    real, second_feats = _real_features(picked), _real_features(second)
     return cls(cond_ids=cond_ids, cond=toy_condition.condition_tokens(cond_ids), reference=reference,
                second_real=second_real, labelled=labelled, structure_occupancy=picked.occupancy,
-               structures=[np.argwhere(o).astype(np.int32) for o in picked.occupancy],
-               structure_cond_ids=picked.cond_id, resolution=config.resolution)
+               structures=[c for c, _ in real], structure_cond_ids=picked.cond_id,
+               structure_feats=[f for _, f in real], second_structures=[c for c, _ in second_feats],
+               second_structure_feats=[f for _, f in second_feats], second_structure_cond_ids=second.cond_id,
+               resolution=config.resolution)
 
   def stage1(self, occupancy, cond_ids=None) -> dict:
     cond_ids = self.cond_ids if cond_ids is None else cond_ids
@@ -83,8 +93,24 @@ class EvalSets:
                               self.labelled.occupancy, self.labelled.family)
 
   def stage2(self, shapes, feats, cond_ids) -> dict:
-    coords = np.concatenate([np.concatenate([np.full((len(c), 1), b), c], 1) for b, c in enumerate(shapes)])
-    return ev.evaluate_stage2(coords.astype(np.int32), np.concatenate(feats), cond_ids, self.resolution)
+    """The exact error against the conditional mean, and `fd`, `one_nna`, `one_nna_exchangeable` of
+    the features as a distribution against the real features of the stage-2 structures."""
+    coords, feats = packed_coords(shapes), np.concatenate(feats)
+    exact = ev.evaluate_stage2(coords, feats, cond_ids, self.resolution)
+    distribution = ev.evaluate_stage2_distribution(coords, feats, len(shapes), packed_coords(self.structures),
+                                                   np.concatenate(self.structure_feats), len(self.structures))
+    return {**exact, **{k: distribution[k] for k in ("fd", "one_nna", "one_nna_exchangeable")}}
+
+
+def packed_coords(shapes) -> np.ndarray:
+  """Per-shape voxels [n_i, 3] -> TRELLIS's packed coords int32 [sum n_i, 4] (b, x, y, z)."""
+  return np.concatenate([np.concatenate([np.full((len(c), 1), b), c], 1) for b, c in enumerate(shapes)]
+                        ).astype(np.int32)
+
+
+def _real_features(split: ev.ToySplit) -> list:
+  """(coords int32 [n_i, 3], feats float32 [n_i, 8]) of each shape, with its own colour draw."""
+  return [toy_features(o, k, g) for o, k, g in zip(split.occupancy, split.cond_id, split.colour_gradient)]
 
 
 class Results:
@@ -162,9 +188,8 @@ def stage2(samplers, params, sets: EvalSets, method, layout, results: Results) -
   cond = toy_condition.condition_tokens(sets.structure_cond_ids)
   feats, seconds = _timed(lambda: samplers.latents(params, sets.structures, cond, method, ids, layout))
   metrics = sets.stage2(sets.structures, feats, sets.structure_cond_ids)
-  coords = np.concatenate([np.concatenate([np.full((len(c), 1), b), c], 1) for b, c in enumerate(sets.structures)])
   return results.put("stage2", method.name, {"metrics": metrics, "sample_s": seconds, "count": len(ids)},
-                     {"coords": coords, "feats": np.concatenate(feats), "cond_id": sets.structure_cond_ids})
+                     {"coords": packed_coords(sets.structures), "feats": np.concatenate(feats), "cond_id": sets.structure_cond_ids})
 
 
 def pipeline(samplers, params_slat, sets: EvalSets, method, layout, per_condition: int, results: Results) -> dict:
@@ -176,17 +201,17 @@ def pipeline(samplers, params_slat, sets: EvalSets, method, layout, per_conditio
   feats, seconds = _timed(lambda: samplers.latents(params_slat, shapes, sets.cond[ids], method, ids, layout))
   metrics = sets.stage2(shapes, feats, sets.cond_ids[ids])
   stage1_metrics = results.get("stage1", method.name)["metrics"]
-  coords = np.concatenate([np.concatenate([np.full((len(c), 1), b), c], 1) for b, c in enumerate(shapes)])
   return results.put("pipeline", method.name,
                      {"metrics": {"stage1": stage1_metrics, "stage2": metrics}, "sample_s": seconds,
                       "count": len(shapes)},
-                     {"coords": coords, "feats": np.concatenate(feats), "cond_id": sets.cond_ids[ids],
+                     {"coords": packed_coords(shapes), "feats": np.concatenate(feats), "cond_id": sets.cond_ids[ids],
                       "sample_id": ids})
 
 
 def reference_rows(sets: EvalSets, plan, results: Results) -> dict:
   """The real rows: the second real set against the reference (the ideal), fresh real sets of
-  dataset seeds 1..spread_seeds (their spread), and real features on the stage-2 structures (exact: 0)."""
+  dataset seeds 1..spread_seeds (their spread), and stage 2's ideal: the second real set's features
+  on its own structures."""
   named = {c.name: c for c in toy_builder.ToyShapes.BUILDER_CONFIGS}
   fresh = []
   for seed in range(1, plan.spread_seeds + 1):
@@ -194,11 +219,11 @@ def reference_rows(sets: EvalSets, plan, results: Results) -> dict:
     other = other.take(np.flatnonzero(np.isin(other.cond_id, plan.conditions)))
     other = other.take(ev.split_halves(other.cond_id, plan.per_condition)[0])
     fresh.append(sets.stage1(other.occupancy, other.cond_id))
-  feats = [toy_features(o, k)[1] for o, k in zip(sets.structure_occupancy, sets.structure_cond_ids)]
   return results.put("reference", "real", {
       "second_real": sets.stage1(sets.second_real.occupancy, sets.second_real.cond_id),
       "fresh_real": fresh,
-      "stage2_real": sets.stage2(sets.structures, feats, sets.structure_cond_ids)})
+      "stage2_real": sets.stage2(sets.second_structures, sets.second_structure_feats,
+                                 sets.second_structure_cond_ids)})
 
 
 def seed_spread(samplers, params, sets: EvalSets, method, plan, results: Results) -> dict:

@@ -81,3 +81,39 @@ def training_curves(path: Path, runs: dict):
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def guidance_and_steps(path: Path, by_w: dict, by_steps: dict, best: dict, reference: dict):
+  """A teacher's quality against the guidance weight and the number of Euler steps -> one PNG.
+
+  by_w: {w: row} at 25 steps; by_steps: {w: {steps: row}}; a row holds "stage1" (1nna, fidelity),
+  "stage2" and "pipeline_stage2" (fd) metrics; best: {"ss": w, "slat": w}; reference: the real rows
+  ("second_real", "stage2_real") drawn as dashed lines.
+  """
+  fig, axes = plt.subplots(2, 2, figsize=(9.0, 6.6))
+  weights = list(by_w)
+  stage1 = {"fidelity": "family fidelity (higher is better)", "1nna": "1-NNA (0.5 ideal)"}
+  for key, label in stage1.items():
+    axes[0, 0].plot(weights, [by_w[w]["stage1"][key] for w in weights], "o-", label=label)
+    axes[0, 0].axhline(reference["second_real"][key], color="grey", linestyle="--", linewidth=1)
+  axes[0, 1].plot(weights, [by_w[w]["stage2"]["fd"] for w in weights], "o-", label="FD, real structures")
+  axes[0, 1].plot(weights, [by_w[w]["pipeline_stage2"]["fd"] for w in weights], "o-", label="FD, own stage-1 samples")
+  axes[0, 1].axhline(reference["stage2_real"]["fd"], color="grey", linestyle="--", linewidth=1, label="second real set")
+  for w, per in by_steps.items():
+    steps = list(per)
+    for key, label in stage1.items():
+      axes[1, 0].plot(steps, [per[k]["stage1"][key] for k in steps], "o-", label=f"{label}, w = {w:g}")
+    axes[1, 1].plot(steps, [per[k]["stage2"]["fd"] for k in steps], "o-", label=f"FD, real structures, w = {w:g}")
+  axes[1, 1].axhline(reference["stage2_real"]["fd"], color="grey", linestyle="--", linewidth=1, label="second real set")
+  axes[0, 0].set(xlabel="guidance weight w (25 steps)", title=f"stage 1 (best w = {best['ss']:g})")
+  axes[0, 1].set(xlabel="guidance weight w (25 steps)", ylabel="FD", title=f"stage 2 (best w = {best['slat']:g})")
+  for ax, title in ((axes[1, 0], "stage 1"), (axes[1, 1], "stage 2")):
+    steps = sorted({k for per in by_steps.values() for k in per})
+    ax.set(xscale="log", xlabel="Euler steps", title=title)
+    ax.set_xticks(steps, labels=[str(k) for k in steps])
+  axes[1, 1].set(ylabel="FD")
+  for ax in axes.flat:
+    ax.legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -140,3 +140,30 @@ def median_seconds(fn, repeats: int):
     fn()
     times.append(time.perf_counter() - start)
   return float(np.median(times)), first
+
+
+SMOKE_CONDITIONS = (1, 13)   # two families (sphere and torus, middle size)
+SMOKE_STEPS = 2
+
+
+def smoke_samples(ss_model, ss_params, slat_model, slat_params, *, cfg_strength: float) -> dict:
+  """A short fixed sampling run of a pair of teachers, whose output is stored beside shipped teachers
+  (teachers/smoke.json) and recomputed by the tests: stage 1 for SMOKE_CONDITIONS, then stage 2 on the
+  first stage-2 evaluation structure of each, SMOKE_STEPS Euler steps at guidance `cfg_strength`.
+
+  Returns {"ss": latents float32 [2, S, S, S, 8] flattened to a list, "slat": feats [n, 8] of both
+  shapes concatenated, as a list}, and the settings.
+  """
+  from mdt_jax.data import toy_condition, toy_shapes
+  from mdt_jax.demo.plan import Method
+  samplers = ToySamplers(ss_model, slat_model, seed=0)
+  method = Method("teacher_smoke", "teacher", SMOKE_STEPS, cfg_strength)
+  cond = toy_condition.condition_tokens(np.asarray(SMOKE_CONDITIONS))
+  latents, _ = samplers.structures(ss_params, cond, method, np.arange(len(SMOKE_CONDITIONS)))
+  params = toy_shapes.sample_shapes(np.random.default_rng(0), *toy_condition.split_condition(np.asarray(SMOKE_CONDITIONS)))
+  shapes = [np.argwhere(o).astype(np.int32) for o in toy_shapes.voxelize(params, slat_model.resolution)]
+  layout = ChunkLayout(len(shapes), bucket_capacity(sum(map(len, shapes))),
+                       bucket_capacity(sum(parent_count(s) for s in shapes)))
+  feats = samplers.latents(slat_params, shapes, cond, method, np.arange(len(shapes)), layout)
+  return {"conditions": list(SMOKE_CONDITIONS), "steps": SMOKE_STEPS, "cfg_strength": cfg_strength,
+          "ss": latents.ravel().tolist(), "slat": np.concatenate(feats).ravel().tolist()}

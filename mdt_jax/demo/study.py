@@ -251,5 +251,5 @@ class Study:
       final = result["scores"].get(f"{result['record']['steps']}/raw/1", {})
       self.out(f"study {self.stage} [{i + 1}/{len(order)}] {arm.name} seed {seed}: "
                f"{time.perf_counter() - start:.0f} s; final 1-step " + ", ".join(
-                   f"{k} {v:.3f}" for k, v in final.items() if k in ("1nna", "cov", "rmse")))
+                   f"{k} {v:.3f}" for k, v in final.items() if k in ("1nna", "cov", "fd", "rmse")))
     return done
