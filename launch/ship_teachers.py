@@ -5,10 +5,15 @@ and measures them, after the rounding, on the demo's evaluation sets.
 
 Writes <out>/{ss_toy,slat_toy}.{json,safetensors} (float16 tensors, `use_fp16: false`: computed in
 float32), <out>/condition_table.json (the toy condition tokens they were trained with, by checksum),
-<out>/metrics.json (everything, with the runs' steps, steps/s and wall time), <out>/metrics.md (the
-table with the reference rows and the seed spreads) and the curves: <out>/<stage>_loss.png and, when launch/evaluate_run.py has scored the run,
+<out>/smoke.json (a 2-step sample of both teachers at stage 1's best w, recomputed by
+tests/test_teachers.py), <out>/metrics.json (everything, with the runs' steps, steps/s and wall time), <out>/metrics.md (the
+tables with the reference rows and the seed spreads), <out>/guidance_and_steps.png (quality against
+the guidance weight w at 25 steps, and against the number of Euler steps at w = 0 and at each stage's
+best w) and the curves: <out>/<stage>_loss.png and, when launch/evaluate_run.py has scored the run,
 <out>/<stage>_quality.png. Every metric is computed as the demo computes it (mdt_jax/demo/evaluation.py):
 stage 1 against held-out shapes, stage 2 on real structures and on the teacher's own stage-1 samples.
+The best w of stage 1 is the one of highest family fidelity (ties: lower 1-NNA); of stage 2, the one
+of lowest FD on real structures.
 Results are cached under <out>/.. /ship_eval (a rerun only recomputes what changed).
 """
 import json
@@ -28,17 +33,18 @@ from mdt_jax.demo import evaluation, figures  # noqa: E402
 from mdt_jax.demo.distill_runs import training_curve  # noqa: E402
 from mdt_jax.demo.plan import DemoPlan, Method  # noqa: E402
 from mdt_jax.demo.run import checkpoint_digest  # noqa: E402
-from mdt_jax.demo.sampling import ChunkLayout, ToySamplers  # noqa: E402
+from mdt_jax.demo.sampling import ChunkLayout, ToySamplers, smoke_samples  # noqa: E402
 
 _SS_RUN = flags.DEFINE_string("ss_run", None, "Finished launch/train.py run of configs/teacher.py:ss_toy.", required=True)
 _SLAT_RUN = flags.DEFINE_string("slat_run", None, "Finished run of configs/teacher.py:slat_toy.", required=True)
 _OUT = flags.DEFINE_string("out", "teachers", "Output directory (the repo's teachers/).")
 _SCRATCH = flags.DEFINE_string("scratch", None, "Evaluation cache (default: <ss_run>/ship_eval).")
-_CFG = flags.DEFINE_float("cfg", 0.5, "The guided teacher row's w.")
 _WEIGHTS = flags.DEFINE_enum("weights", "ema", ["ema", "raw"], "Ship each run's first EMA or its raw params "
                              "(choose from launch/evaluate_run.py's curves, and say which in teachers/README.md).")
 
 STAGES = {"ss": "ss_toy", "slat": "slat_toy"}
+GUIDANCE_WEIGHTS = (0.0, 1.0, 3.0, 5.0, 7.5)   # at 25 steps
+STEP_COUNTS = (1, 2, 4, 8, 25)                 # at w = 0 and at each stage's best w
 
 
 def run_summary(run: Path) -> dict:
@@ -79,8 +85,6 @@ def main(argv):
   for stage in runs:
     models[stage], params[stage] = trellis.load_checkpoint(out / STAGES[stage])
   plan = DemoPlan(distill_steps={})
-  methods = [Method("teacher_25", "teacher", 25), Method(f"teacher_25_cfg", "teacher", 25, _CFG.value),
-             *(Method(f"euler_{k}", "teacher", k) for k in (1, 2, 4))]
   scratch = Path(_SCRATCH.value or runs["ss"] / "ship_eval")
   digests = {stage: checkpoint_digest(out / STAGES[stage]) for stage in runs}
   results = evaluation.Results(scratch, {"plan": plan.to_dict(), "teachers": digests})
@@ -88,17 +92,29 @@ def main(argv):
   samplers = ToySamplers(models["ss"], models["slat"], seed=plan.seed)
   layout = ChunkLayout(plan.chunk_shapes, plan.chunk_voxels, plan.chunk_parents)
   reference = results.get("reference", "real") or evaluation.reference_rows(sets, plan, results)
-  rows = {}
-  for m in methods:
+
+  def measure(steps, w):
+    m = Method(f"teacher_{steps}" + (f"_w{w:g}" if w else ""), "teacher", steps, w)
     print(f"evaluating {m.label} ...", flush=True)
     stage1 = results.get("stage1", m.name) or evaluation.stage1(samplers, params["ss"], sets, m, results)
     stage2 = results.get("stage2", m.name) or evaluation.stage2(samplers, params["slat"], sets, m, layout, results)
     pipe = results.get("pipeline", m.name) or evaluation.pipeline(samplers, params["slat"], sets, m, layout,
                                                                   plan.stage2_per_condition, results)
-    rows[m.name] = {"label": m.label, "nfe": m.nfe, "stage1": stage1["metrics"], "stage2": stage2["metrics"],
-                    "pipeline_stage2": pipe["metrics"]["stage2"]}
-  spread = results.get("spread", "teacher_25") or evaluation.seed_spread(samplers, params["ss"], sets, methods[0],
-                                                                         plan, results)
+    return {"label": m.label, "steps": steps, "w": w, "nfe": m.nfe, "stage1": stage1["metrics"],
+            "stage2": stage2["metrics"], "pipeline_stage2": pipe["metrics"]["stage2"]}
+
+  by_w = {w: measure(25, w) for w in GUIDANCE_WEIGHTS}
+  best = {"ss": max(GUIDANCE_WEIGHTS, key=lambda w: (by_w[w]["stage1"]["fidelity"], -by_w[w]["stage1"]["1nna"])),
+          "slat": min(GUIDANCE_WEIGHTS, key=lambda w: by_w[w]["stage2"]["fd"])}
+  by_steps = {w: {k: by_w[w] if k == 25 else measure(k, w) for k in STEP_COUNTS}
+              for w in sorted({0.0, *best.values()})}
+  rows = {**{f"teacher_25_w{w:g}": r for w, r in by_w.items()},
+          **{f"teacher_{k}_w{w:g}": r for w, per in by_steps.items() for k, r in per.items()}}
+  spread = results.get("spread", "teacher_25") or evaluation.seed_spread(
+      samplers, params["ss"], sets, Method("teacher_25", "teacher", 25), plan, results)
+  figures.guidance_and_steps(out / "guidance_and_steps.png", by_w, by_steps, best, reference)
+  smoke = smoke_samples(models["ss"], params["ss"], models["slat"], params["slat"], cfg_strength=best["ss"])
+  (out / "smoke.json").write_text(json.dumps(smoke) + "\n")
 
   summaries = {stage: run_summary(run) for stage, run in runs.items()}
   for stage, run in runs.items():
@@ -106,27 +122,34 @@ def main(argv):
     quality = sorted((run / "curve").glob("curve_*.png")) if (run / "curve").is_dir() else []
     for path in quality:
       shutil.copy(path, out / f"{stage}_quality_{path.stem.removeprefix('curve_')}.png")
-  metrics = {"weights": _WEIGHTS.value, "rows": rows, "reference": reference, "teacher_25_seed_spread": spread["runs"], "runs": summaries,
-             "plan": plan.to_dict(), "condition_table": table}
+  metrics = {"weights": _WEIGHTS.value, "rows": rows, "best_w": best, "guidance_weights": GUIDANCE_WEIGHTS,
+             "step_counts": STEP_COUNTS, "reference": reference, "teacher_25_seed_spread": spread["runs"],
+             "runs": summaries, "plan": plan.to_dict(), "condition_table": table}
   (out / "metrics.json").write_text(json.dumps(evaluation.jsonable(metrics), indent=1) + "\n")
-  (out / "metrics.md").write_text(metrics_table(rows, reference, spread["runs"]))
+  (out / "metrics.md").write_text(metrics_table(by_w, by_steps, best, reference, spread["runs"]))
   print((out / "metrics.md").read_text())
 
 
-def metrics_table(rows: dict, reference: dict, spread: list) -> str:
-  """Markdown: one row per sampler, then the reference rows."""
-  lines = ["| sampler | NFE | 1-NNA (0.5 ideal) | COV | MMD | fidelity | stage 2 RMSE, real structures | "
-           "stage 2 RMSE, own stage-1 samples |", "|---|---|---|---|---|---|---|---|"]
-  for r in rows.values():
-    s1 = r["stage1"]
-    lines.append(f"| {r['label']} | {r['nfe']} | {s1['1nna']:.3f} | {s1['cov']:.3f} | {s1['mmd']:.3f} | "
-                 f"{s1['fidelity']:.3f} | {r['stage2']['rmse']:.3f} | {r['pipeline_stage2']['rmse']:.3f} |")
-  real = reference["second_real"]
-  lines.append(f"| second real set (the ideal) | - | {real['1nna']:.3f} | {real['cov']:.3f} | {real['mmd']:.3f} | "
-               f"{real['fidelity']:.3f} | {reference['stage2_real']['rmse']:.3f} | - |")
-  lines += ["", "Spread (mean +- standard deviation): the teacher at 25 steps over sampling seeds, real sets over "
-            "dataset seeds.", "", "| | 1-NNA | COV | MMD | fidelity |", "|---|---|---|---|---|"]
-  teacher = [rows["teacher_25"]["stage1"]] + list(spread)
+def metrics_table(by_w: dict, by_steps: dict, best: dict, reference: dict, spread: list) -> str:
+  """Markdown: the guidance sweep, the step sweeps, then the reference rows and the seed spreads."""
+  header = ["| sampler | NFE | 1-NNA (0.5 ideal) | COV | fidelity | stage 2 FD, real structures | stage 2 1-NNA | "
+            "stage 2 FD, own stage-1 samples | stage 2 RMSE to the mean |", "|---|---|---|---|---|---|---|---|---|"]
+
+  def row(r):
+    s1, s2, p2 = r["stage1"], r["stage2"], r["pipeline_stage2"]
+    return (f"| {r['label']} | {r['nfe']} | {s1['1nna']:.3f} | {s1['cov']:.3f} | {s1['fidelity']:.3f} | "
+            f"{s2['fd']:.3f} | {s2['one_nna']:.3f} | {p2['fd']:.3f} | {s2['rmse']:.3f} |")
+
+  real, real2 = reference["second_real"], reference["stage2_real"]
+  ideal = (f"| second real set (the ideal) | - | {real['1nna']:.3f} | {real['cov']:.3f} | {real['fidelity']:.3f} | "
+           f"{real2['fd']:.3f} | {real2['one_nna']:.3f} | - | {real2['rmse']:.3f} |")
+  lines = ["## Against the guidance weight w (25 Euler steps)", "", *header, *(row(r) for r in by_w.values()), ideal, "",
+           f"Best w: stage 1 (highest fidelity) {best['ss']:g}, stage 2 (lowest FD) {best['slat']:g}.", ""]
+  for w, per in by_steps.items():
+    lines += [f"## Against the number of Euler steps, w = {w:g}", "", *header, *(row(r) for r in per.values()), ""]
+  lines += ["## Spread", "", "Mean +- standard deviation: the teacher at 25 steps (w = 0) over sampling seeds, "
+            "real sets over dataset seeds.", "", "| | 1-NNA | COV | MMD | fidelity |", "|---|---|---|---|---|"]
+  teacher = [by_w[0.0]["stage1"]] + list(spread)
   for name, runs in ((f"teacher, 25 steps, {len(teacher)} seeds", teacher),
                      (f"real sets, {len(reference['fresh_real'])} seeds", reference["fresh_real"])):
     cells = [f"{np.mean([r[k] for r in runs]):.3f} +- {np.std([r[k] for r in runs]):.3f}"
