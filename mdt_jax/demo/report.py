@@ -108,8 +108,8 @@ def write(workdir: Path, c: dict) -> Path:
             "(`configs/distill.py:ss_toy`, `:slat_toy`). Samplers are Euler on the rectified flow from t = 1 to 0; "
             "the students are sampled with the same sampler at 1 and 2 steps; naive Euler is the teacher at 1, 2 "
             f"and 4 steps. The teacher's reference is 25 steps without guidance and with classifier-free guidance "
-            f"w = {plan.cfg_strength:g} on every step (v = (1 + w) v(c) - w v(0)); the toy teacher was hurt by "
-            "w >= 1 in an earlier study, so a small w is used. NFE counts network evaluations per sample and "
+            f"w = {plan.cfg_strength:g} on every step (v = (1 + w) v(c) - w v(0)), the stage-1 teacher's best "
+            "weight (teachers/metrics.md: larger w keeps the family fidelity and costs diversity). NFE counts network evaluations per sample and "
             "stage (2 per guided step).", "",
             f"Evaluation (the same conditions and noises for every method): stage 1 generates {plan.per_condition} "
             f"shapes for each of {len(plan.conditions)} conditions (ids {list(plan.conditions)}: every family, "
