@@ -12,17 +12,17 @@ second real set, against the reference set's real features as a distribution (FD
 against the conditional mean (RMSE: 0 for height, depth, normal; the colour draws' own spread for
 colour), and timed; so is the whole pipeline evaluation.
 
-Measured on the 2-core CPU machine (2026-11, other jobs running: load average ~6), r16, 16 vs 16 a
-condition, fidelity classified by the 20,000 training shapes:
-  real vs real (seed-0 halves):   1-NNA 0.497  COV 0.604  MMD 0.499  fidelity 0.898
-  8 fresh real sets, mean +- std: 1-NNA 0.478 +- 0.011  COV 0.602 +- 0.021  MMD 0.491 +- 0.003
-                                  fidelity 0.900 +- 0.015
+Measured on the 2-core CPU machine (2026-12, toy 2.0.0, other jobs running), r16, 16 vs 16 a
+condition, fidelity classified by the 20,000 training shapes, `--spread_seeds=4`:
+  real vs real (seed-0 halves):   1-NNA 0.504  COV 0.578  MMD 0.285  fidelity 0.997
+  4 fresh real sets, mean +- std: 1-NNA 0.480 +- 0.026  COV 0.583 +- 0.015  MMD 0.281 +- 0.007
+                                  fidelity 0.997 +- 0.004
   1-NNA expected of exchangeable sets at 16 vs 16: 0.484
-  time: the set metrics of 24 conditions 0.02 s; evaluate_stage1 0.06-0.25 s with the reference
-  set as the fidelity classifier, 2-3.4 s with the 20,000 training shapes (one BLAS product;
-  OPENBLAS_NUM_THREADS=1 was faster on the loaded machine); evaluate_stage2 0.8-2 s (toy_features
-  of 384 shapes); evaluate_pipeline ~5 s; generating the train and test splits 10.6 s; this script
-  with --spread_seeds=8: 52 s.
+  stage 2, second real set (384 shapes) vs reference: FD 0.027, 1-NNA 0.467 (exchangeable 0.499);
+  RMSE to the conditional mean 0 for height, depth and normal, 0.602 for colour (the draws' spread)
+  time: evaluate_stage1 0.18 s with the reference set as the fidelity classifier, 1.9 s with the
+  20,000 training shapes; evaluate_stage2 1.2 s and evaluate_stage2_distribution 0.4 s (384
+  shapes); evaluate_pipeline 3.1 s; generating the train and test splits 11 s; this script 28 s.
 """
 import dataclasses
 import sys

@@ -15,7 +15,8 @@ descriptors are compared:
          ||mu_g - mu_r||^2 + tr(S_g + S_r - 2 (S_g S_r)^1/2). Every descriptor value is in the feature
          units (each channel of unit variance over the data), so no dimension is rescaled, and a
          method's value does not depend on the others'. 0 for identical sets; lower is better; read
-         it against a second real set's value.
+         it against a second real set's value at the same set sizes: like every FD it is biased
+         upward on small sets (two real sets of the toy: 0.67 at 32 shapes, 0.03 at 384).
   1-NNA  eval.set_metrics.one_nna on Euclidean distances of the same descriptors.
 Empty shapes (no voxels) have no descriptor and are left out (`num_empty`).
 """
