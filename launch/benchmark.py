@@ -36,6 +36,7 @@ from mdt_jax import cli, numerics  # noqa: E402
 from mdt_jax.bench import flops as model_flops  # noqa: E402
 from mdt_jax.bench import objectives as obj  # noqa: E402
 from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure  # noqa: E402
+from mdt_jax.models import registry  # noqa: E402
 
 _ONLY = flags.DEFINE_list("only", [], "Sections to run (default: all).")
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one timed call each: under 5 minutes on 2 CPU cores.")
@@ -131,8 +132,8 @@ def _sum_of_squares(apply):
 
 def _model(configs, size, **overrides):
   config = {"name": configs[size]["name"], "args": {**configs[size]["args"], **overrides}}
-  model = trellis.build_model(config, dtype=compute_dtype())
-  params = jax.jit(lambda key: trellis.init_params(model, key))(jax.random.key(0))
+  model = registry.build_model(config, dtype=compute_dtype())
+  params = jax.jit(lambda key: registry.init_params(model, key))(jax.random.key(0))
   return model, params
 
 
@@ -369,7 +370,7 @@ def distill_step():
       batch_size = 1 if big else 4
       x0, _, cond = _ss_inputs(model, size, batch_size)
       flops_sample = model_flops.ss_flow(model, COND_TOKENS[size])
-      student = trellis.build_model({"name": SS_CONFIGS[size]["name"],
+      student = registry.build_model({"name": SS_CONFIGS[size]["name"],
                                      "args": {**SS_CONFIGS[size]["args"], "use_checkpoint": size == "L"}},
                                     dtype=compute_dtype())
     else:

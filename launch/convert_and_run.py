@@ -15,7 +15,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from conversion import flax_io, trellis  # noqa: E402
+from conversion import trellis  # noqa: E402
 from conversion.common import read_safetensors  # noqa: E402
 from mdt_jax import cli, numerics  # noqa: E402
 
@@ -43,8 +43,8 @@ def main(argv):
   run_dir = workdir / f"run_{time.strftime('%Y%m%d_%H%M%S')}"
   model, params = trellis.load_checkpoint(stem)
   print(f"loaded {stem}: {type(model).__name__}, {sum(p.size for p in jax.tree.leaves(params)):,} params")
-  flax_io.save_flax_checkpoint(run_dir / "flax", model, params)
-  model, params = flax_io.load_flax_checkpoint(run_dir / "flax")
+  trellis.save_flax_checkpoint(run_dir / "flax", model, params)
+  model, params = trellis.load_flax_checkpoint(run_dir / "flax")
   x, t, cond, reference = _inputs(model, stem)
   forward = jax.jit(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
   with numerics.parity_precision():  # full float32 matmuls off CPU: docs/design.md, "Numerics"

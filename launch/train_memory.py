@@ -45,10 +45,11 @@ from absl import flags  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from configs import distill  # noqa: E402
-from conversion import dinov2, trellis  # noqa: E402
+from conversion import dinov2  # noqa: E402
 from mdt_jax import cli  # noqa: E402
 from mdt_jax.bench import flash_memory  # noqa: E402
 from mdt_jax.data.image import IMAGE_SIZE  # noqa: E402
+from mdt_jax.models import registry  # noqa: E402
 from mdt_jax.sparse import SparseShards, bucket_capacity  # noqa: E402
 from mdt_jax.train import models, partitioning  # noqa: E402
 from mdt_jax.train.inputs import micro_batch_per_device  # noqa: E402
@@ -101,8 +102,8 @@ def measure(variant, mesh_name):
   config.mesh.update({"data": -1, "fsdp": 1} if mesh_name == "data" else {"data": devices // 8, "fsdp": 8})
   mesh = partitioning.make_mesh(config.mesh)
   dtype = models.compute_dtype(config)
-  student = trellis.build_model(config.model.to_dict(), dtype=dtype)
-  params = jax.eval_shape(lambda: trellis.init_params(student, jax.random.key(0)))
+  student = registry.build_model(config.model.to_dict(), dtype=dtype)
+  params = jax.eval_shape(lambda: registry.init_params(student, jax.random.key(0)))
   encoder = dinov2.model_from_config(config.dinov2_config)
   optimizer = make_optimizer(config, params)
   state = jax.eval_shape(lambda p: init_state(p, optimizer, config.ema_rates, config.seed), params)

@@ -19,24 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conversion import flax_io, trellis
+from conversion.trellis import load_model
 from mdt_jax.flow import jit_sample
 from mdt_jax.sparse import SparseTensor
-
-
-def load_model(path: str | Path, *, dtype=None):
-  """``(model, params)`` from a TRELLIS checkpoint stem (``NAME.json`` + ``NAME.safetensors``) or a
-  converted orbax directory (``conversion.trellis_to_flax``)."""
-  path = Path(path)
-  if path.is_dir():
-    return flax_io.load_flax_checkpoint(path, dtype=dtype)
-  return trellis.load_checkpoint(path, dtype=dtype)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conversion import common
 from mdt_jax.models import initializers
 from mdt_jax.models.attention import Packing
 from mdt_jax.models.embeddings import TimestepEmbedder, absolute_position_embedding
@@ -90,12 +89,6 @@ class SLatFlowModel(nn.Module):
   def stages(self) -> tuple[int, ...]:
     """Channels of the io stages, one per 2x resolution level (may be empty)."""
     return tuple(self.io_block_channels or ())
-
-  def weight_layout(self, torch_key: str, ndim: int) -> common.Layout:
-    """Sparse-conv kernels (``<block>.convN.conv.weight``) are spconv's ``[out, 3, 3, 3, in]``."""
-    if ndim == 5 and torch_key.endswith(".conv.weight"):
-      return common.SPARSE_CONV3D
-    return common.default_weight_layout(torch_key, ndim)
 
   def example_inputs(self, batch_size: int = 1):
     """One voxel per sample at the origin, t = 0, one condition token (for ``init``/``eval_shape``)."""
