@@ -74,7 +74,7 @@ def _per_sample_mean(x, values):
 
 def objective(student_params, teacher_params, batch: dict, rng: jax.Array, *, student_apply, teacher_apply,
               config, draws: Optional[dict] = None):
-  """-> (scalar loss, metrics). See the module docstring; CONTRACTS.md section 5.
+  """-> (scalar loss, metrics). See the module docstring; docs/design.md, Velocity functions and the objective.
 
   batch: ``x0`` (dense [B, ...] or SparseTensor), ``cond`` [B, L, C], optional ``neg_cond``
   (zeros by default). ``draws`` overrides random draws by name (``noise``, ``t_z``, ``noise_fake``).

@@ -82,7 +82,8 @@ class SparseStructureFlowModel(nn.Module):
             jnp.zeros((batch_size, 1, self.cond_channels)))
 
   def check_params(self, params, source: str):
-    """The stored ``pos_emb`` must be the APE table to within one float16 ulp (CONTRACTS 3)."""
+    """The stored ``pos_emb`` must be the APE table to within one float16 ulp (docs/design.md,
+    Checkpoints, dtypes, stored buffers)."""
     stored = np.asarray(params["pos_emb"], np.float32)
     table = np.asarray(self.pos_emb_table())
     ulp = np.spacing(np.abs(table).astype(np.float16)).astype(np.float32)

@@ -17,7 +17,7 @@ from mdt_jax.train.state import TrainState
 
 
 def per_device_objective(params, teacher_params, batch, rng, **kwargs):
-  """The objective on a sparse batch laid out per device (CONTRACTS.md section 4).
+  """The objective on a sparse batch laid out per device (docs/design.md, Sparse tensors).
 
   batch["x0"]: SparseShards (coords [D, cap, 4], feats [D, cap, C], mask [D, cap], n = batch_size
   instances a device, static coarse capacities); batch["cond"] [D*n, L, C]. Each device's share is
