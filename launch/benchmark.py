@@ -236,7 +236,7 @@ def ss_forward():
   config)."""
   for size in _sizes(_SS_SIZES, ["tiny", "L"], ["tiny", "M"]):
     model, params = _model(SS_CONFIGS, size)
-    fwd = lambda p, x, t, c: model.apply({"params": p}, x, t, c)
+    fwd = registry.velocity(model)
     tokens = (model.resolution // model.patch_size) ** 3
     note = f"{_n_params(params) / 1e6:.1f} M params, {tokens} tokens, {COND_TOKENS[size]} cond tokens"
     for batch in map(int, _SS_BATCHES.value):
@@ -253,8 +253,7 @@ def ss_forward():
       while r.notes == "not run (memory)" and variants:
         label, overrides = variants.pop(0)
         other, other_params = _model(SS_CONFIGS, size, **overrides)
-        f = lambda p, x, t, c, m=other: m.apply({"params": p}, x, t, c)
-        r = measure(REPORT, "ss_forward", f"{case} fwd+bwd ({label})", _sum_of_squares(f), other_params, x, t, cond,
+        r = measure(REPORT, "ss_forward", f"{case} fwd+bwd ({label})", _sum_of_squares(registry.velocity(other)), other_params, x, t, cond,
                     flops=3 * batch * model_flops.ss_flow(other, COND_TOKENS[size]), repeats=repeats(),
                     notes="model FLOPs 3x forward (a recomputed forward not counted)")
         del other_params
@@ -304,7 +303,8 @@ def slat_forward():
   from mdt_jax.sparse import downsampling, neighbour_table
   for size in _sizes(_SLAT_SIZES, ["tiny", "L"], ["tiny"]):
     model, params = _model(SLAT_CONFIGS, size)
-    fwd = lambda p, x, t, c: model.apply({"params": p}, x, t, c).feats
+    velocity = registry.velocity(model)
+    fwd = lambda p, x, t, c: velocity(p, x, t, c).feats
     structure = lambda x: (
         neighbour_table(x.coords, x.mask, resolution=64, batch_size=1),
         downsampling(x.coords, x.mask, resolution=64, batch_size=1, capacity=x.coarse_capacities[0]))
@@ -332,7 +332,7 @@ def _slat_compile_stream():
   distinct (capacity, coarse capacity) programs a long stream of such batches would need."""
   from mdt_jax.sparse import SparseTensor
   model, params = _model(SLAT_CONFIGS, "tiny")
-  forward = jax.jit(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+  forward = jax.jit(registry.velocity(model))
   rng = np.random.default_rng(1)
   t = jnp.asarray([0.5, 0.5], jnp.float32)
   cond = jnp.asarray(rng.standard_normal((2, COND_TOKENS["tiny"], model.cond_channels), np.float32))
@@ -380,8 +380,7 @@ def distill_step():
       x0, cond, flops_all, _ = _slat_batch(model, voxels)
       flops_sample = flops_all / batch_size
       student = model
-    apply = lambda p, x, t, c, m=student: m.apply({"params": p}, x, t, c)
-    teacher_apply = lambda p, x, t, c, m=model: m.apply({"params": p}, x, t, c)
+    apply, teacher_apply = registry.velocity(student), registry.velocity(model)
     batch = {"x0": x0, "cond": cond}
     objectives = _OBJECTIVES.value or (["vm_vd"] if _QUICK.value and spec != "ss:tiny" else list(obj.OBJECTIVES))
     for name in objectives:
@@ -450,7 +449,7 @@ def sampling():
   size = _SAMPLING_SS.value or ("M" if _QUICK.value else "L")
   model, params = _model(SS_CONFIGS, size)
   noise, _, c = _ss_inputs(model, size, 1)
-  run = jit_sample(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+  run = jit_sample(registry.velocity(model))
   flops = model_flops.ss_flow(model, COND_TOKENS[size])
   times = {}
   for steps, cfg in ((1, 0.0), (1, 3.0), (2, 3.0)):

@@ -17,6 +17,7 @@ from absl import flags  # noqa: E402
 
 from conversion import trellis  # noqa: E402
 from conversion.common import read_safetensors  # noqa: E402
+from mdt_jax.models import registry  # noqa: E402
 from mdt_jax import cli, numerics  # noqa: E402
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def main(argv):
   trellis.save_flax_checkpoint(run_dir / "flax", model, params)
   model, params = trellis.load_flax_checkpoint(run_dir / "flax")
   x, t, cond, reference = _inputs(model, stem)
-  forward = jax.jit(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+  forward = jax.jit(registry.velocity(model))
   with numerics.parity_precision():  # full float32 matmuls off CPU: docs/design.md, "Numerics"
     v = jax.block_until_ready(forward(params, x, t, cond))
     start = time.perf_counter()

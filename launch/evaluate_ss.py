@@ -20,6 +20,7 @@ from conversion.trellis import load_checkpoint  # noqa: E402
 from mdt_jax import cli, eval as toy_eval  # noqa: E402
 from mdt_jax import flow  # noqa: E402
 from mdt_jax.data import toy_condition  # noqa: E402
+from mdt_jax.models import registry  # noqa: E402
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "TRELLIS-format stem of a stage-1 toy model.", required=True)
 _STEPS = flags.DEFINE_list("steps", ["25", "4", "2", "1"], "Euler step counts.")
@@ -43,7 +44,7 @@ def main(argv):
   cond = np.stack([toy_condition.condition_tokens(int(c)) for c in cond_ids])
   x, _, _ = model.example_inputs(batch_size=len(cond_ids))
   noise = jax.random.normal(jax.random.PRNGKey(_SEED.value), x.shape)
-  sampler = flow.jit_sample(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+  sampler = flow.jit_sample(registry.velocity(model))
   for w in map(float, _CFG.value):
     for steps in map(int, _STEPS.value):
       run = lambda: jax.block_until_ready(sampler(params, noise, cond, steps=steps, cfg_strength=w)[0])

@@ -26,6 +26,7 @@ import numpy as np
 
 from conversion.trellis import load_model
 from mdt_jax.flow import jit_sample
+from mdt_jax.models import registry
 from mdt_jax.sparse import SparseTensor
 
 
@@ -102,8 +103,8 @@ class TwoStagePipeline:
                       f"{self.slat_std.shape}")
     if problems:
       raise ValueError("TwoStagePipeline: models do not fit together: " + "; ".join(problems))
-    self._ss_sample = jit_sample(lambda p, x, t, c: ss_flow.apply({"params": p}, x, t, c))
-    self._slat_sample = jit_sample(lambda p, x, t, c: slat_flow.apply({"params": p}, x, t, c))
+    self._ss_sample = jit_sample(registry.velocity(ss_flow))
+    self._slat_sample = jit_sample(registry.velocity(slat_flow))
     self._occupancy = jax.jit(lambda p, z: ss_decoder.apply({"params": p}, z)[..., 0] > 0)
     ss_shape = (ss_flow.resolution,) * 3 + (ss_flow.in_channels,)
     self._ss_noise = jax.jit(lambda key, ids: jax.vmap(lambda k: jax.random.normal(k, ss_shape))(_keys(key, 0, ids)))
