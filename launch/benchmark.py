@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from conversion import trellis  # noqa: E402
@@ -37,6 +38,8 @@ from mdt_jax.bench import flops as model_flops  # noqa: E402
 from mdt_jax.bench import objectives as obj  # noqa: E402
 from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure  # noqa: E402
 from mdt_jax.models import registry  # noqa: E402
+from mdt_jax.train.state import init_state  # noqa: E402
+from mdt_jax.train.step import make_train_step  # noqa: E402
 
 _ONLY = flags.DEFINE_list("only", [], "Sections to run (default: all).")
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one timed call each: under 5 minutes on 2 CPU cores.")
@@ -357,8 +360,9 @@ def _slat_compile_stream():
 
 # ---------------------------------------------------------------------------------------------
 def distill_step():
-  """One training step (loss and gradient of the objective + AdamW update, the state carried as
-  a training loop does) of each objective, for each model; its network evaluations (from the code,
+  """One training step, built as training builds it (mdt_jax.train.step: loss and gradient of the
+  objective, AdamW update, the non-finite guard; the state carried and donated as a training loop
+  does) of each objective, for each model; its network evaluations (from the code,
   see mdt_jax.bench.objectives) and model FLOPs (their sum). For VM+VD the distinct evaluations are
   also timed alone, and the step is compared with their sum (target: step <= sum)."""
   default = ["ss:tiny", "slat:tiny", "ss:M", "ss:L", "slat:L"]
@@ -387,11 +391,14 @@ def distill_step():
       config = obj.config_for(name)
       evals = obj.network_evaluations(config, apply, teacher_apply, params, params, batch)
       flops = sum(obj.COST[e.kind] * e.samples * flops_sample for e in evals)
-      step, init_opt = obj.train_step_fn(config, apply, teacher_apply)
-      student_params = jax.tree.map(jnp.copy, params)
-      result = measure(REPORT, "distill_step", f"{kind} {size} {name}", step, student_params, init_opt(student_params),
-                       params, batch, jax.random.key(0), flops=flops, repeats=repeats(), carry=2,
-                       donate_argnums=(0, 1), notes=f"batch {batch_size}; {obj.describe(evals, batch_size)}")
+      optimizer = optax.adamw(1e-4, weight_decay=0.0)
+      step = make_train_step(config, optimizer, student_apply=apply, teacher_apply=teacher_apply, sparse=False)
+      state = init_state(jax.tree.map(jnp.copy, params), optimizer, config.ema_rates, seed=0)
+      frozen = {"teacher": params, "image_encoder": {}}
+      micro_batches = jax.tree.map(lambda a: a[None], batch)     # one micro-batch
+      result = measure(REPORT, "distill_step", f"{kind} {size} {name}", step, state, frozen, micro_batches,
+                       flops=flops, repeats=repeats(), carry=1, donate_argnums=(0,),
+                       notes=f"batch {batch_size}; {obj.describe(evals, batch_size)}")
       REPORT.figure(f"network evaluations per step [{kind} {size} {name}]", f"{len(evals)} forward passes, "
                     f"{sum(e.samples for e in evals) // batch_size} evaluations of the batch, of which "
                     f"{sum(e.samples for e in evals if e.kind != 'fwd') // batch_size} differentiated")
@@ -407,7 +414,7 @@ def distill_step():
         REPORT.figure(f"{kind} {size} vm_vd step / sum of its evaluations", result.seconds / total,
                       f"wall: step {result.seconds:.3g} s, evaluations {total:.3g} s; CPU time ratio "
                       f"{result.cpu_s / total_cpu:.2f}; target <= 1")
-      del student_params
+      del state
     del params
 
 
