@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from mdt_jax import latents
 from mdt_jax.flow.paths import diffuse, velocity_target
 from mdt_jax.distill import timesteps
-from mdt_jax.distill.spec import OBJECTIVES, ObjectiveSpec
+from mdt_jax.distill.spec import ObjectiveSpec
 from mdt_jax.distill.targets import Branch, predictions_and_targets
 from mdt_jax.flow.guidance import evaluate
 

@@ -6,7 +6,7 @@ anything is traced; jitted code closes over the spec, never over a ConfigDict.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
 OBJECTIVES = ("fm", "vm", "vd", "vm_vd", "cm")
 DISTILL_TYPES = ("discrete", "continuous")
