@@ -32,8 +32,23 @@ from mdt_jax.models.registry import build_model, init_params, model_config  # no
 @dataclasses.dataclass(frozen=True)
 class Table:
   """How one TRELLIS class's tensors translate. ``weights``: (key suffix, ndim, layout) rules for the
-  ``weight`` tensors, first match wins; any other weight takes ``common.default_weight_layout``."""
+  ``weight`` tensors, first match wins; any other weight takes ``common.default_weight_layout``.
+  ``stacked``: modules whose params are stacked [N, ...] (blocks under ``nn.scan``), stored as TRELLIS's
+  ``name.{i}.*`` keys."""
   weights: tuple[tuple[str, int, common.Layout], ...] = ()
+  stacked: tuple[str, ...] = ()
+
+  def to_trellis_tree(self, tree):
+    """Our param tree -> TRELLIS's module tree (stacked modules unstacked); the layout is unchanged."""
+    for name in self.stacked:
+      tree = common.unstack(tree, name)
+    return tree
+
+  def from_trellis_tree(self, tree):
+    """Inverse of :meth:`to_trellis_tree`."""
+    for name in self.stacked:
+      tree = common.stack(tree, name)
+    return tree
 
   def weight_layout(self, torch_key: str, ndim: int) -> common.Layout:
     for suffix, rule_ndim, layout in self.weights:
@@ -42,9 +57,10 @@ class Table:
     return common.default_weight_layout(torch_key, ndim)
 
 
-_SLAT = Table(weights=((".conv.weight", 5, common.SPARSE_CONV3D),))  # spconv kernels [out, 3, 3, 3, in]
+_SLAT = Table(weights=((".conv.weight", 5, common.SPARSE_CONV3D),),  # spconv kernels [out, 3, 3, 3, in]
+              stacked=("blocks",))
 TABLES: dict[str, Table] = {
-    "SparseStructureFlowModel": Table(),
+    "SparseStructureFlowModel": Table(stacked=("blocks",)),
     "SLatFlowModel": _SLAT,
     "ElasticSLatFlowModel": _SLAT,
     "SparseStructureDecoder": Table(),
@@ -71,18 +87,19 @@ def _as_model(model_or_config):
 def expected_shapes(model) -> dict[str, tuple[int, ...]]:
   """TRELLIS state-dict names and shapes of ``model``, via ``jax.eval_shape`` (no memory)."""
   abstract = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
-  return common.tree_to_state_dict_shapes(abstract, table(model).weight_layout)
+  return common.tree_to_state_dict_shapes(table(model).to_trellis_tree(abstract), table(model).weight_layout)
 
 
 def params_to_state_dict(model, tree) -> dict[str, np.ndarray]:
   """Flax params (or grads, or any tree shaped like them) -> ``{trellis_key: np.ndarray}``."""
-  return common.tree_to_state_dict(jax.device_get(tree), table(model).weight_layout)
+  tree = table(model).to_trellis_tree(jax.device_get(tree))
+  return common.tree_to_state_dict(tree, table(model).weight_layout)
 
 
 def state_dict_to_params(model, state_dict: Mapping[str, np.ndarray], *, source: str = "state dict"):
   """Strictly checked ``{trellis_key: array}`` -> float32 Flax params for ``model``."""
   common.check_state_dict(expected_shapes(model), state_dict, source)
-  tree = common.state_dict_to_tree(state_dict, table(model).weight_layout)
+  tree = table(model).from_trellis_tree(common.state_dict_to_tree(state_dict, table(model).weight_layout))
   params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float32)), tree)
   check = getattr(model, "check_params", None)
   if check is not None:
