@@ -24,22 +24,20 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from conversion import trellis  # noqa: E402
-from mdt_jax import cli, numerics  # noqa: E402
-from mdt_jax.bench import flops as model_flops  # noqa: E402
-from mdt_jax.bench import objectives as obj  # noqa: E402
-from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure  # noqa: E402
-from mdt_jax.models import registry  # noqa: E402
-from mdt_jax.train.state import init_state  # noqa: E402
-from mdt_jax.train.step import make_train_step  # noqa: E402
+from conversion import trellis
+from mdt_jax import cli, numerics
+from mdt_jax.bench import flops as model_flops
+from mdt_jax.bench import objectives as obj
+from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure
+from mdt_jax.models import registry
+from mdt_jax.train.state import init_state
+from mdt_jax.train.step import make_train_step
 
 _ONLY = flags.DEFINE_list("only", [], "Sections to run (default: all).")
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one timed call each: under 5 minutes on 2 CPU cores.")

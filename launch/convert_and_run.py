@@ -5,20 +5,17 @@
 Defaults to the tiny TRELLIS sparse-structure flow shipped in tests/fixtures/trellis, whose
 ``.io.npz`` holds the upstream PyTorch output: the script prints our max error against it.
 """
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import numpy as np
+from absl import flags
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-
-from conversion import trellis  # noqa: E402
-from conversion.common import read_safetensors  # noqa: E402
-from mdt_jax.models import registry  # noqa: E402
-from mdt_jax import cli, numerics  # noqa: E402
+from conversion import trellis
+from conversion.common import read_safetensors
+from mdt_jax.models import registry
+from mdt_jax import cli, numerics
 
 _REPO = Path(__file__).resolve().parents[1]
 _CHECKPOINT = flags.DEFINE_string("checkpoint", str(_REPO / "tests/fixtures/trellis/ss_flow"),

@@ -29,33 +29,31 @@ order to expect, not as measurements on the accelerator.
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # The forced device count must be set before jax is imported: read --devices from the command line.
 _DEVICES_ARG = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--devices=")), "32")
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={_DEVICES_ARG}"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from configs import distill  # noqa: E402
-from conversion import dinov2  # noqa: E402
-from mdt_jax import cli  # noqa: E402
-from mdt_jax.bench import flash_memory  # noqa: E402
-from mdt_jax.data.image import IMAGE_SIZE  # noqa: E402
-from mdt_jax.models import registry  # noqa: E402
-from mdt_jax.sparse import SparseShards, bucket_capacity  # noqa: E402
-from mdt_jax.train import models, partitioning  # noqa: E402
-from mdt_jax.train.inputs import micro_batch_per_device  # noqa: E402
-from mdt_jax.train.optimizer import make_optimizer  # noqa: E402
-from mdt_jax.train.state import init_state  # noqa: E402
-from mdt_jax.train.step import jit_train_step  # noqa: E402
+from configs import distill
+from conversion import dinov2
+from mdt_jax import cli
+from mdt_jax.bench import flash_memory
+from mdt_jax.data.image import IMAGE_SIZE
+from mdt_jax.models import registry
+from mdt_jax.sparse import SparseShards, bucket_capacity
+from mdt_jax.train import models, partitioning
+from mdt_jax.train.inputs import micro_batch_per_device
+from mdt_jax.train.optimizer import make_optimizer
+from mdt_jax.train.state import init_state
+from mdt_jax.train.step import jit_train_step
 
 _DEVICES = flags.DEFINE_integer("devices", 32, "Forced CPU devices (the mesh size; write --devices=N).")
 _VARIANTS = flags.DEFINE_list("variants", ["ss_flow_L", "slat_flow_L"], "configs/distill.py variants.")
