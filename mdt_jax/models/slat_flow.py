@@ -150,7 +150,7 @@ class SLatFlowModel(RematPolicy, nn.Module):
     tokens, outputs = blocks(c, self.heads, self.mlp_ratio, share_mod=self.share_mod, qk_rms_norm=self.qk_rms_norm,
                        qk_rms_norm_cross=self.qk_rms_norm_cross, packing=packing, dtype=self.dtype, name="blocks")(
         tokens, mod, cond_tokens, segment_ids, cond_segment_ids)
-    block_outputs(self, outputs)
+    block_outputs(outputs)
     h = h.replace_feats(jnp.where(h.mask[:, None], tokens[0], 0))
 
     k = 0

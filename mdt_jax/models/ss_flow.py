@@ -121,7 +121,7 @@ class SparseStructureFlowModel(RematPolicy, nn.Module):
     h, emb, cond = h.astype(self.dtype), emb.astype(self.dtype), cond.astype(self.dtype)
     h, outputs = blocks(c, self.heads, self.mlp_ratio, share_mod=self.share_mod, qk_rms_norm=self.qk_rms_norm,
                         qk_rms_norm_cross=self.qk_rms_norm_cross, dtype=self.dtype, name="blocks")(h, emb, cond)
-    block_outputs(self, outputs)
+    block_outputs(outputs)
     h = LayerNorm32(1e-5)(h.astype(jnp.float32))
     h = initializers.dense(self.out_channels * p ** 3, "out_layer", kernel_init=initializers.ZERO)(h)
     return unpatchify(h, p, self.grid)

@@ -110,14 +110,15 @@ class ModulatedTransformerCrossBlock(nn.Module):
 
 class ScanStep(ModulatedTransformerCrossBlock):
   """The block as a scan step (same params, no extra scope): ``(x, emb, cond, segment_ids,
-  cond_segment_ids) -> (x, x)``, the new tokens carried and as the block's output (stacked by the scan
-  only where it is used: :func:`block_outputs`); the static ``packing`` is a field."""
+  cond_segment_ids) -> (x, out)``, the new tokens carried, and ``out`` the same tokens when
+  intermediates are captured (stacked by the scan for :func:`block_outputs`), else None; the static
+  ``packing`` is a field."""
   packing: Packing | None = None
 
   def __call__(self, x, emb, cond, segment_ids=None, cond_segment_ids=None):
     x = super().__call__(x, emb, cond, segment_ids=segment_ids, cond_segment_ids=cond_segment_ids,
                          packing=self.packing)
-    return x, x
+    return x, (x if self.is_mutable_collection("intermediates") else None)
 
 
 def remat_policy(name: Optional[str]):
@@ -129,7 +130,7 @@ def remat_policy(name: Optional[str]):
 
 def block_stack(num_blocks: int, *, remat: bool, policy: Optional[str] = None) -> type[nn.Module]:
   """``ModulatedTransformerCrossBlock`` x ``num_blocks`` under ``nn.scan``: built with the block's fields
-  (and ``packing``), called as :class:`ScanStep` -> (x [B, N, C], outputs [num_blocks, B, N, C]). With
+  (and ``packing``), called as :class:`ScanStep` -> (x [B, N, C], outputs [num_blocks, B, N, C] or None). With
   ``remat`` each block is rematerialised under ``policy``."""
   block = ScanStep
   if remat:
@@ -146,11 +147,11 @@ class BlockOutput(nn.Module):
     return x
 
 
-def block_outputs(module: nn.Module, outputs) -> None:
-  """When ``module`` captures intermediates: each block's output (``outputs`` [num_blocks, ...], the
-  stack's second result) recorded as ``blocks_{i}``. Otherwise nothing (the outputs are dropped
-  unused, and XLA never builds them)."""
-  if module.is_mutable_collection("intermediates"):
+def block_outputs(outputs) -> None:
+  """When the calling module captures intermediates: each block's output (``outputs``
+  [num_blocks, ...], the stack's second result) recorded as ``blocks_{i}``; otherwise ``outputs`` is
+  None: nothing."""
+  if outputs is not None:
     for i in range(outputs.shape[0]):
       BlockOutput(name=f"blocks_{i}")(outputs[i])
 
