@@ -1,4 +1,4 @@
-"""Fields every training config has (CONTRACTS.md section 7); variants edit a copy of this base."""
+"""Fields every training config has (docs/design.md, Config names); variants edit a copy of this base."""
 from __future__ import annotations
 
 import ml_collections

@@ -105,6 +105,30 @@ def unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
   return tree
 
 
+def unstack(tree: Mapping[str, Any], name: str) -> dict[str, Any]:
+  """``tree[name]`` with leaves [N, ...] (blocks under ``nn.scan``) -> ``tree[f"{name}_{i}"]``, i < N,
+  TRELLIS's ``name.{i}.*`` layout. Leaves are arrays or ``jax.ShapeDtypeStruct``s."""
+  tree = dict(tree)
+  stacked = tree.pop(name)
+  leaves = list(flatten(stacked).items())
+  n = leaves[0][1].shape[0]
+  take = lambda leaf, i: (leaf[i] if hasattr(leaf, "__getitem__")
+                          else type(leaf)(leaf.shape[1:], leaf.dtype))  # ShapeDtypeStruct
+  for i in range(n):
+    tree[f"{name}_{i}"] = unflatten({path: take(leaf, i) for path, leaf in leaves})
+  return tree
+
+
+def stack(tree: Mapping[str, Any], name: str) -> dict[str, Any]:
+  """Inverse of :func:`unstack`: ``tree[f"{name}_{i}"]`` for i = 0, 1, ... -> ``tree[name]`` [N, ...]."""
+  tree = dict(tree)
+  blocks = []
+  while f"{name}_{len(blocks)}" in tree:
+    blocks.append(flatten(tree.pop(f"{name}_{len(blocks)}")))
+  tree[name] = unflatten({path: np.stack([b[path] for b in blocks]) for path in blocks[0]})
+  return tree
+
+
 def tree_to_state_dict(tree: Mapping[str, Any], weight_layout: WeightLayoutFn = default_weight_layout
                        ) -> dict[str, np.ndarray]:
   """Flax param tree (or any pytree shaped like it) -> flat torch-named dict of numpy arrays."""

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from absl import flags
 
-from conversion.flax_io import load_flax_checkpoint
-from conversion.trellis import save_checkpoint
+from conversion.trellis import load_flax_checkpoint, save_checkpoint
 from mdt_jax import cli
 
 _SRC = flags.DEFINE_string("src", None, "Orbax checkpoint directory (params + config).", required=True)

@@ -1,12 +1,15 @@
-"""TRELLIS checkpoints (``NAME.json`` + ``NAME.safetensors``) <-> Flax modules and params.
+"""TRELLIS models' checkpoints on disk: TRELLIS's own format (``NAME.json`` + ``NAME.safetensors``)
+and ours (an orbax directory of ``params`` + the same json ``config``), read and written strictly.
 
     model, params = load_checkpoint("path/to/ss_flow_img_dit_L_16l8_fp16")
     v = model.apply({"params": params}, x, t, cond)
     save_checkpoint("out/stem", model, params)   # model_config: the module or a {"name", "args"} dict
+    model, params = load_model(path)             # either format: the one loader of every entry point
 
-The key map is :mod:`conversion.common`'s structural map plus, per model, a ``weight_layout``
-hook for its ``weight`` tensors; ``params_to_state_dict`` / ``state_dict_to_params`` apply it to
-any pytree shaped like the params (gradients too).
+What a model is (its class, config fields, init) is ``mdt_jax.models.registry``'s; this module only
+translates: per TRELLIS class one row of :data:`TABLES` says how its ``weight`` tensors' axes map
+(:mod:`conversion.common`'s structural key map does the rest). ``params_to_state_dict`` /
+``state_dict_to_params`` apply it to any pytree shaped like the params (gradients too).
 """
 from __future__ import annotations
 
@@ -18,91 +21,85 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 
 from conversion import common
 from conversion.common import ConversionError
+from mdt_jax.models import registry
+from mdt_jax.models.registry import build_model, init_params, model_config  # noqa: F401  (this module's API)
 
-# TRELLIS model class -> "module:attr" of ours; None: a known kind that is not implemented yet.
-MODELS: dict[str, str | None] = {
-    "SparseStructureFlowModel": "mdt_jax.models.ss_flow:SparseStructureFlowModel",
-    "SLatFlowModel": "mdt_jax.models.slat_flow:SLatFlowModel",
-    "ElasticSLatFlowModel": "mdt_jax.models.slat_flow:ElasticSLatFlowModel",
-    "SparseStructureDecoder": "mdt_jax.models.ss_decoder:SparseStructureDecoder",
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+  """How one TRELLIS class's tensors translate. ``weights``: (key suffix, ndim, layout) rules for the
+  ``weight`` tensors, first match wins; any other weight takes ``common.default_weight_layout``.
+  ``stacked``: modules whose params are stacked [N, ...] (blocks under ``nn.scan``), stored as TRELLIS's
+  ``name.{i}.*`` keys."""
+  weights: tuple[tuple[str, int, common.Layout], ...] = ()
+  stacked: tuple[str, ...] = ()
+
+  def to_trellis_tree(self, tree):
+    """Our param tree -> TRELLIS's module tree (stacked modules unstacked); the layout is unchanged."""
+    for name in self.stacked:
+      tree = common.unstack(tree, name)
+    return tree
+
+  def from_trellis_tree(self, tree):
+    """Inverse of :meth:`to_trellis_tree`."""
+    for name in self.stacked:
+      tree = common.stack(tree, name)
+    return tree
+
+  def weight_layout(self, torch_key: str, ndim: int) -> common.Layout:
+    for suffix, rule_ndim, layout in self.weights:
+      if ndim == rule_ndim and torch_key.endswith(suffix):
+        return layout
+    return common.default_weight_layout(torch_key, ndim)
+
+
+_SLAT = Table(weights=((".conv.weight", 5, common.SPARSE_CONV3D),),  # spconv kernels [out, 3, 3, 3, in]
+              stacked=("blocks",))
+TABLES: dict[str, Table] = {
+    "SparseStructureFlowModel": Table(stacked=("blocks",)),
+    "SLatFlowModel": _SLAT,
+    "ElasticSLatFlowModel": _SLAT,
+    "SparseStructureDecoder": Table(),
 }
-_NOT_ARGS = ("dtype", "parent", "name")
+assert set(TABLES) == set(registry.MODELS), "every registered model needs a conversion table"
 
 
-def model_class(name: str):
-  """Our module class for a TRELLIS class name (ValueError if unknown, NotImplementedError if
-  known but not implemented yet)."""
-  if name not in MODELS:
-    raise ValueError(f"unknown TRELLIS model class {name!r}; known: {sorted(MODELS)}")
-  if MODELS[name] is None:
-    raise NotImplementedError(f"not implemented yet: {name}")
-  module, attr = MODELS[name].split(":")
-  return getattr(__import__(module, fromlist=[attr]), attr)
+def table(model) -> Table:
+  return TABLES[type(model).__name__]
 
 
-def _arg_fields(cls) -> list[dataclasses.Field]:
-  return [f for f in dataclasses.fields(cls) if f.name not in _NOT_ARGS]
-
-
-def build_model(config: Mapping[str, Any], *, dtype=None):
-  """``{"name": class, "args": {...}}`` -> a Flax module computing in ``dtype`` (float32 default).
-
-  Unknown or missing constructor fields raise ConversionError naming them.
-  """
-  name = config.get("name")
-  cls = model_class(name)
-  args = dict(config.get("args", {}))
-  fields = _arg_fields(cls)
-  known = {f.name for f in fields}
-  unknown = sorted(set(args) - known)
-  if unknown:
-    raise ConversionError(f"{name}: unknown config field(s) {unknown}; known: {sorted(known)}")
-  missing = sorted(f.name for f in fields if f.default is dataclasses.MISSING and f.name not in args)
-  if missing:
-    raise ConversionError(f"{name}: missing required config field(s) {missing}")
-  args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
-  return cls(**args, dtype=jnp.float32 if dtype is None else dtype)
-
-
-def model_config(model) -> dict[str, Any]:
-  """The ``{"name", "args"}`` dict TRELLIS's ``from_pretrained`` needs to rebuild ``model``."""
-  args = {f.name: getattr(model, f.name) for f in _arg_fields(type(model))}
-  name = getattr(model, "trellis_name", type(model).__name__)
-  return {"name": name, "args": {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}}
+def _build(config: Mapping[str, Any], source: str, *, dtype=None):
+  """registry.build_model, its config errors naming the file they came from."""
+  try:
+    return build_model(config, dtype=dtype)
+  except registry.ModelConfigError as e:
+    raise ConversionError(f"{source}: {e}") from e
 
 
 def _as_model(model_or_config):
-  return build_model(model_or_config) if isinstance(model_or_config, Mapping) else model_or_config
-
-
-def weight_layout(model) -> common.WeightLayoutFn:
-  """The per-model hook: how each ``weight`` tensor's axes map to Flax (conversion.common)."""
-  return getattr(model, "weight_layout", common.default_weight_layout)
-
-
-def init_params(model, rng):
-  """Fresh float32 params of ``model`` (called under ``jax.eval_shape`` for shapes only)."""
-  return model.init(rng, *model.example_inputs())["params"]
+  return _build(model_or_config, "model config") if isinstance(model_or_config, Mapping) else model_or_config
 
 
 def expected_shapes(model) -> dict[str, tuple[int, ...]]:
   """TRELLIS state-dict names and shapes of ``model``, via ``jax.eval_shape`` (no memory)."""
   abstract = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
-  return common.tree_to_state_dict_shapes(abstract, weight_layout(model))
+  return common.tree_to_state_dict_shapes(table(model).to_trellis_tree(abstract), table(model).weight_layout)
 
 
 def params_to_state_dict(model, tree) -> dict[str, np.ndarray]:
   """Flax params (or grads, or any tree shaped like them) -> ``{trellis_key: np.ndarray}``."""
-  return common.tree_to_state_dict(jax.device_get(tree), weight_layout(model))
+  tree = table(model).to_trellis_tree(jax.device_get(tree))
+  return common.tree_to_state_dict(tree, table(model).weight_layout)
 
 
 def state_dict_to_params(model, state_dict: Mapping[str, np.ndarray], *, source: str = "state dict"):
   """Strictly checked ``{trellis_key: array}`` -> float32 Flax params for ``model``."""
   common.check_state_dict(expected_shapes(model), state_dict, source)
-  tree = common.state_dict_to_tree(state_dict, weight_layout(model))
+  tree = table(model).from_trellis_tree(common.state_dict_to_tree(state_dict, table(model).weight_layout))
   params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float32)), tree)
   check = getattr(model, "check_params", None)
   if check is not None:
@@ -123,14 +120,18 @@ def read_config(stem: str | Path) -> dict[str, Any]:
   return config
 
 
+def _stem(path: str | Path) -> Path:
+  return Path(str(path).removesuffix(".json").removesuffix(".safetensors"))
+
+
 def load_checkpoint(stem: str | Path, *, dtype=None):
   """Reads ``stem.json`` + ``stem.safetensors`` -> ``(model, params)``.
 
   Params are float32 whatever the file stores; ``dtype`` is the compute dtype of the model's
   trunk (float32 unless ``jnp.bfloat16``/``jnp.float16`` is asked for).
   """
-  stem = Path(str(stem).removesuffix(".json").removesuffix(".safetensors"))
-  model = build_model(read_config(stem), dtype=dtype)
+  stem = _stem(stem)
+  model = _build(read_config(stem), f"{stem}.json", dtype=dtype)
   weights = Path(str(stem) + ".safetensors")
   params = state_dict_to_params(model, common.read_safetensors(weights), source=str(weights))
   return model, params
@@ -145,7 +146,7 @@ def save_checkpoint(path: str | Path, model_config_or_model, params, *, storage_
   """
   model = _as_model(model_config_or_model)
   config = model_config(model)
-  stem = Path(str(path).removesuffix(".json").removesuffix(".safetensors"))
+  stem = _stem(path)
   state_dict = params_to_state_dict(model, params)
   common.check_state_dict(expected_shapes(model), state_dict, f"params for {stem}")
   dtype = storage_dtype or (np.float16 if config["args"].get("use_fp16") else np.float32)
@@ -153,3 +154,41 @@ def save_checkpoint(path: str | Path, model_config_or_model, params, *, storage_
   common.write_safetensors(Path(str(stem) + ".safetensors"), state_dict)
   common.atomic_write(Path(str(stem) + ".json"),
                       lambda tmp: Path(tmp).write_text(json.dumps(config, indent=4)))
+
+
+def _checkpointer():
+  return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+
+
+def save_flax_checkpoint(directory: str | Path, model, params, *, overwrite: bool = False):
+  """Writes params (float32) and the model's TRELLIS config as an orbax directory. An existing
+  ``directory`` is refused (FileExistsError), or with ``overwrite`` replaced once the new one is complete."""
+  directory = Path(directory).absolute()
+  if directory.exists() and not overwrite:
+    raise FileExistsError(f"{directory} exists; refusing to overwrite it (--overwrite replaces it)")
+  args = ocp.args.Composite(params=ocp.args.StandardSave(params), config=ocp.args.JsonSave(model_config(model)))
+  common.replace_directory(lambda tmp: _checkpointer().save(tmp, args), directory)
+
+
+def load_flax_checkpoint(directory: str | Path, *, dtype=None):
+  """-> ``(model, params)`` from a directory written by :func:`save_flax_checkpoint`."""
+  directory = Path(directory).absolute()
+  if not (directory / "params").is_dir() or not (directory / "config").exists():
+    raise FileNotFoundError(f"not a converted Flax checkpoint (needs params/ and config): {directory}")
+  checkpointer = _checkpointer()
+  config = checkpointer.restore(directory, ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+  model = _build(config, str(directory / "config"), dtype=dtype)
+  abstract = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+  restored = checkpointer.restore(directory, ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
+  return model, restored["params"]
+
+
+def load_model(path: str | Path, *, dtype=None):
+  """``(model, params)`` from a TRELLIS stem (``path.json`` + ``.safetensors``) or an orbax directory
+  (:func:`save_flax_checkpoint`, ``conversion.trellis_to_flax``); FileNotFoundError if neither."""
+  if Path(f"{_stem(path)}.json").is_file():
+    return load_checkpoint(path, dtype=dtype)
+  if Path(path).is_dir():
+    return load_flax_checkpoint(path, dtype=dtype)
+  raise FileNotFoundError(f"checkpoint not found: {path} (neither {path}.json + .safetensors nor an orbax "
+                          f"directory)")

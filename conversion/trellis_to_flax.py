@@ -6,8 +6,7 @@ from pathlib import Path
 
 from absl import flags
 
-from conversion.flax_io import save_flax_checkpoint
-from conversion.trellis import load_checkpoint
+from conversion.trellis import load_checkpoint, save_flax_checkpoint
 from mdt_jax import cli
 
 _SRC = flags.DEFINE_string("src", None, "TRELLIS checkpoint stem (without .json/.safetensors).", required=True)

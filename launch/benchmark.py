@@ -24,18 +24,20 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from conversion import trellis  # noqa: E402
-from mdt_jax import cli, numerics  # noqa: E402
-from mdt_jax.bench import flops as model_flops  # noqa: E402
-from mdt_jax.bench import objectives as obj  # noqa: E402
-from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure  # noqa: E402
+from conversion import trellis
+from mdt_jax import cli, numerics
+from mdt_jax.bench import flops as model_flops
+from mdt_jax.bench import objectives as obj
+from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure
+from mdt_jax.models import registry
+from mdt_jax.train.state import init_state
+from mdt_jax.train.step import make_train_step
 
 _ONLY = flags.DEFINE_list("only", [], "Sections to run (default: all).")
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one timed call each: under 5 minutes on 2 CPU cores.")
@@ -131,8 +133,8 @@ def _sum_of_squares(apply):
 
 def _model(configs, size, **overrides):
   config = {"name": configs[size]["name"], "args": {**configs[size]["args"], **overrides}}
-  model = trellis.build_model(config, dtype=compute_dtype())
-  params = jax.jit(lambda key: trellis.init_params(model, key))(jax.random.key(0))
+  model = registry.build_model(config, dtype=compute_dtype())
+  params = jax.jit(lambda key: registry.init_params(model, key))(jax.random.key(0))
   return model, params
 
 
@@ -235,7 +237,7 @@ def ss_forward():
   config)."""
   for size in _sizes(_SS_SIZES, ["tiny", "L"], ["tiny", "M"]):
     model, params = _model(SS_CONFIGS, size)
-    fwd = lambda p, x, t, c: model.apply({"params": p}, x, t, c)
+    fwd = registry.velocity(model)
     tokens = (model.resolution // model.patch_size) ** 3
     note = f"{_n_params(params) / 1e6:.1f} M params, {tokens} tokens, {COND_TOKENS[size]} cond tokens"
     for batch in map(int, _SS_BATCHES.value):
@@ -252,8 +254,7 @@ def ss_forward():
       while r.notes == "not run (memory)" and variants:
         label, overrides = variants.pop(0)
         other, other_params = _model(SS_CONFIGS, size, **overrides)
-        f = lambda p, x, t, c, m=other: m.apply({"params": p}, x, t, c)
-        r = measure(REPORT, "ss_forward", f"{case} fwd+bwd ({label})", _sum_of_squares(f), other_params, x, t, cond,
+        r = measure(REPORT, "ss_forward", f"{case} fwd+bwd ({label})", _sum_of_squares(registry.velocity(other)), other_params, x, t, cond,
                     flops=3 * batch * model_flops.ss_flow(other, COND_TOKENS[size]), repeats=repeats(),
                     notes="model FLOPs 3x forward (a recomputed forward not counted)")
         del other_params
@@ -303,7 +304,8 @@ def slat_forward():
   from mdt_jax.sparse import downsampling, neighbour_table
   for size in _sizes(_SLAT_SIZES, ["tiny", "L"], ["tiny"]):
     model, params = _model(SLAT_CONFIGS, size)
-    fwd = lambda p, x, t, c: model.apply({"params": p}, x, t, c).feats
+    velocity = registry.velocity(model)
+    fwd = lambda p, x, t, c: velocity(p, x, t, c).feats
     structure = lambda x: (
         neighbour_table(x.coords, x.mask, resolution=64, batch_size=1),
         downsampling(x.coords, x.mask, resolution=64, batch_size=1, capacity=x.coarse_capacities[0]))
@@ -331,7 +333,7 @@ def _slat_compile_stream():
   distinct (capacity, coarse capacity) programs a long stream of such batches would need."""
   from mdt_jax.sparse import SparseTensor
   model, params = _model(SLAT_CONFIGS, "tiny")
-  forward = jax.jit(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+  forward = jax.jit(registry.velocity(model))
   rng = np.random.default_rng(1)
   t = jnp.asarray([0.5, 0.5], jnp.float32)
   cond = jnp.asarray(rng.standard_normal((2, COND_TOKENS["tiny"], model.cond_channels), np.float32))
@@ -356,8 +358,9 @@ def _slat_compile_stream():
 
 # ---------------------------------------------------------------------------------------------
 def distill_step():
-  """One training step (loss and gradient of the objective + AdamW update, the state carried as
-  a training loop does) of each objective, for each model; its network evaluations (from the code,
+  """One training step, built as training builds it (mdt_jax.train.step: loss and gradient of the
+  objective, AdamW update, the non-finite guard; the state carried and donated as a training loop
+  does) of each objective, for each model; its network evaluations (from the code,
   see mdt_jax.bench.objectives) and model FLOPs (their sum). For VM+VD the distinct evaluations are
   also timed alone, and the step is compared with their sum (target: step <= sum)."""
   default = ["ss:tiny", "slat:tiny", "ss:M", "ss:L", "slat:L"]
@@ -369,7 +372,7 @@ def distill_step():
       batch_size = 1 if big else 4
       x0, _, cond = _ss_inputs(model, size, batch_size)
       flops_sample = model_flops.ss_flow(model, COND_TOKENS[size])
-      student = trellis.build_model({"name": SS_CONFIGS[size]["name"],
+      student = registry.build_model({"name": SS_CONFIGS[size]["name"],
                                      "args": {**SS_CONFIGS[size]["args"], "use_checkpoint": size == "L"}},
                                     dtype=compute_dtype())
     else:
@@ -379,19 +382,21 @@ def distill_step():
       x0, cond, flops_all, _ = _slat_batch(model, voxels)
       flops_sample = flops_all / batch_size
       student = model
-    apply = lambda p, x, t, c, m=student: m.apply({"params": p}, x, t, c)
-    teacher_apply = lambda p, x, t, c, m=model: m.apply({"params": p}, x, t, c)
+    apply, teacher_apply = registry.velocity(student), registry.velocity(model)
     batch = {"x0": x0, "cond": cond}
     objectives = _OBJECTIVES.value or (["vm_vd"] if _QUICK.value and spec != "ss:tiny" else list(obj.OBJECTIVES))
     for name in objectives:
       config = obj.config_for(name)
       evals = obj.network_evaluations(config, apply, teacher_apply, params, params, batch)
       flops = sum(obj.COST[e.kind] * e.samples * flops_sample for e in evals)
-      step, init_opt = obj.train_step_fn(config, apply, teacher_apply)
-      student_params = jax.tree.map(jnp.copy, params)
-      result = measure(REPORT, "distill_step", f"{kind} {size} {name}", step, student_params, init_opt(student_params),
-                       params, batch, jax.random.key(0), flops=flops, repeats=repeats(), carry=2,
-                       donate_argnums=(0, 1), notes=f"batch {batch_size}; {obj.describe(evals, batch_size)}")
+      optimizer = optax.adamw(1e-4, weight_decay=0.0)
+      step = make_train_step(config, optimizer, student_apply=apply, teacher_apply=teacher_apply, sparse=False)
+      state = init_state(jax.tree.map(jnp.copy, params), optimizer, config.ema_rates, seed=0)
+      frozen = {"teacher": params, "image_encoder": {}}
+      micro_batches = jax.tree.map(lambda a: a[None], batch)     # one micro-batch
+      result = measure(REPORT, "distill_step", f"{kind} {size} {name}", step, state, frozen, micro_batches,
+                       flops=flops, repeats=repeats(), carry=1, donate_argnums=(0,),
+                       notes=f"batch {batch_size}; {obj.describe(evals, batch_size)}")
       REPORT.figure(f"network evaluations per step [{kind} {size} {name}]", f"{len(evals)} forward passes, "
                     f"{sum(e.samples for e in evals) // batch_size} evaluations of the batch, of which "
                     f"{sum(e.samples for e in evals if e.kind != 'fwd') // batch_size} differentiated")
@@ -407,7 +412,7 @@ def distill_step():
         REPORT.figure(f"{kind} {size} vm_vd step / sum of its evaluations", result.seconds / total,
                       f"wall: step {result.seconds:.3g} s, evaluations {total:.3g} s; CPU time ratio "
                       f"{result.cpu_s / total_cpu:.2f}; target <= 1")
-      del student_params
+      del state
     del params
 
 
@@ -449,7 +454,7 @@ def sampling():
   size = _SAMPLING_SS.value or ("M" if _QUICK.value else "L")
   model, params = _model(SS_CONFIGS, size)
   noise, _, c = _ss_inputs(model, size, 1)
-  run = jit_sample(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+  run = jit_sample(registry.velocity(model))
   flops = model_flops.ss_flow(model, COND_TOKENS[size])
   times = {}
   for steps, cfg in ((1, 0.0), (1, 3.0), (2, 3.0)):

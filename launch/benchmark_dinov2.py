@@ -9,19 +9,15 @@ of this machine's GEMM rate in that dtype, measured in the same run on the MLP's
 """
 import functools
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+from absl import flags
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from absl import flags  # noqa: E402
-
-from conversion.dinov2 import model_from_config  # noqa: E402
-from mdt_jax import cli  # noqa: E402
-from mdt_jax.encoders import encode_images  # noqa: E402
+from conversion.dinov2 import model_from_config
+from mdt_jax import cli
+from mdt_jax.encoders import encode_images
 
 _CONFIG = flags.DEFINE_string("config", "dinov2_vitl14_reg", "preset name or config json")
 _BATCH = flags.DEFINE_integer("batch", 1, "images per call")

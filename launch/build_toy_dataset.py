@@ -9,17 +9,13 @@ Measured on the 2-core CPU machine (2026-11): r16 builds in 10-14 s (6 MB; mean 
 shape), and its test split's family recovery is 0.895 (chance 0.125); r32 builds in ~62 s under
 load (11 MB; mean 1,710 voxels).
 """
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from absl import flags
 
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-
-from mdt_jax import cli  # noqa: E402
-from mdt_jax.data import toy_builder, toy_recovery  # noqa: E402
+from mdt_jax import cli
+from mdt_jax.data import toy_builder, toy_recovery
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.", required=True)
 _CONFIG = flags.DEFINE_enum("config", "r16", ["r16", "r32"], "Builder config.")

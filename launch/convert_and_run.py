@@ -5,19 +5,17 @@
 Defaults to the tiny TRELLIS sparse-structure flow shipped in tests/fixtures/trellis, whose
 ``.io.npz`` holds the upstream PyTorch output: the script prints our max error against it.
 """
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import numpy as np
+from absl import flags
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-
-from conversion import flax_io, trellis  # noqa: E402
-from conversion.common import read_safetensors  # noqa: E402
-from mdt_jax import cli, numerics  # noqa: E402
+from conversion import trellis
+from conversion.common import read_safetensors
+from mdt_jax.models import registry
+from mdt_jax import cli, numerics
 
 _REPO = Path(__file__).resolve().parents[1]
 _CHECKPOINT = flags.DEFINE_string("checkpoint", str(_REPO / "tests/fixtures/trellis/ss_flow"),
@@ -43,10 +41,10 @@ def main(argv):
   run_dir = workdir / f"run_{time.strftime('%Y%m%d_%H%M%S')}"
   model, params = trellis.load_checkpoint(stem)
   print(f"loaded {stem}: {type(model).__name__}, {sum(p.size for p in jax.tree.leaves(params)):,} params")
-  flax_io.save_flax_checkpoint(run_dir / "flax", model, params)
-  model, params = flax_io.load_flax_checkpoint(run_dir / "flax")
+  trellis.save_flax_checkpoint(run_dir / "flax", model, params)
+  model, params = trellis.load_flax_checkpoint(run_dir / "flax")
   x, t, cond, reference = _inputs(model, stem)
-  forward = jax.jit(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+  forward = jax.jit(registry.velocity(model))
   with numerics.parity_precision():  # full float32 matmuls off CPU: docs/design.md, "Numerics"
     v = jax.block_until_ready(forward(params, x, t, cond))
     start = time.perf_counter()

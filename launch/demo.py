@@ -12,15 +12,13 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import logging as std_logging
 
-import logging as std_logging  # noqa: E402
+import jax
+from absl import app, flags, logging
 
-import jax  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-
-from configs import distill  # noqa: E402
-from mdt_jax import cli  # noqa: E402
+from configs import distill
+from mdt_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (runs, results, samples, report.md).")
 _QUICK = flags.DEFINE_bool("quick", False, "A few steps of everything on small sets (CI; the numbers mean nothing).")

@@ -33,7 +33,7 @@ from mdt_jax.data import toy_condition  # noqa: E402
 from mdt_jax.demo.evaluation import EvalSets, sample_and_score, scalars  # noqa: E402
 from mdt_jax.demo.plan import DemoPlan, Method  # noqa: E402
 from mdt_jax.demo.sampling import ChunkLayout, ToySamplers  # noqa: E402
-from mdt_jax.train import checkpoints, models  # noqa: E402
+from mdt_jax.train import checkpoints  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A launch/train.py run directory on the toy dataset.", required=True)
 _STEPS = flags.DEFINE_list("steps", ["25"], "Euler step counts to score each checkpoint at.")
@@ -51,7 +51,7 @@ def run_model(config):
   """The run's student architecture: config.model for a fresh run, else the teacher checkpoint's."""
   if config["model"]["name"]:
     return trellis.build_model(config["model"])
-  return models.load_any(config["teacher_checkpoint"], dtype=None)[0]
+  return trellis.load_model(config["teacher_checkpoint"])[0]
 
 
 def plot(path: Path, stage: str, curve: dict, reference: dict):

@@ -6,20 +6,17 @@ each step count and guidance scale and scores them against the held-out set (mdt
 Prints one line per (steps, w): 1-NNA (lower is better down to the real-vs-real floor printed
 first), COV, MMD, family fidelity, and the sampling latency per shape (compiled, measured).
 """
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import numpy as np
+from absl import flags
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-
-from conversion.trellis import load_checkpoint  # noqa: E402
-from mdt_jax import cli, eval as toy_eval  # noqa: E402
-from mdt_jax import flow  # noqa: E402
-from mdt_jax.data import toy_condition  # noqa: E402
+from conversion.trellis import load_checkpoint
+from mdt_jax import cli, eval as toy_eval
+from mdt_jax import flow
+from mdt_jax.data import toy_condition
+from mdt_jax.models import registry
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "TRELLIS-format stem of a stage-1 toy model.", required=True)
 _STEPS = flags.DEFINE_list("steps", ["25", "4", "2", "1"], "Euler step counts.")
@@ -43,7 +40,7 @@ def main(argv):
   cond = np.stack([toy_condition.condition_tokens(int(c)) for c in cond_ids])
   x, _, _ = model.example_inputs(batch_size=len(cond_ids))
   noise = jax.random.normal(jax.random.PRNGKey(_SEED.value), x.shape)
-  sampler = flow.jit_sample(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+  sampler = flow.jit_sample(registry.velocity(model))
   for w in map(float, _CFG.value):
     for steps in map(int, _STEPS.value):
       run = lambda: jax.block_until_ready(sampler(params, noise, cond, steps=steps, cfg_strength=w)[0])

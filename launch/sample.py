@@ -11,19 +11,16 @@ For each shape i it writes ``sample_<i>.npz`` (coords [n, 3] int32 (x, y, z), un
 [n, C], resolution), ``sample_<i>.ply`` (voxel centres as a point cloud) and ``sample_<i>.png``
 (views of the voxels); it prints per-batch progress and the time of each stage.
 """
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from mdt_jax import cli, numerics  # noqa: E402
-from mdt_jax.generation import StageSampling, TwoStagePipeline, export  # noqa: E402
+from mdt_jax import cli, numerics
+from mdt_jax.generation import StageSampling, TwoStagePipeline, export
 
 _REPO = Path(__file__).resolve().parents[1]
 _CONFIG = config_flags.DEFINE_config_file("config", str(_REPO / "configs/sample.py") + ":tiny", "Sampling config.")

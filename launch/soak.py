@@ -27,20 +27,19 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
+from absl import flags, logging
+
+from configs import teacher as teacher_configs
+from mdt_jax import cli
+from mdt_jax.train import faults, integrity, models, partitioning
+from mdt_jax.train.checkpoints import UNREADABLE, Checkpoints, restore_weights, saved_steps
+from mdt_jax.train.finite import all_finite, non_finite_leaves
+from mdt_jax.train.optimizer import make_optimizer
+from mdt_jax.train.state import init_state
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import flags, logging  # noqa: E402
-
-from configs import teacher as teacher_configs  # noqa: E402
-from mdt_jax import cli  # noqa: E402
-from mdt_jax.train import faults, integrity, models, partitioning  # noqa: E402
-from mdt_jax.train.checkpoints import UNREADABLE, Checkpoints, restore_weights, saved_steps  # noqa: E402
-from mdt_jax.train.finite import all_finite, non_finite_leaves  # noqa: E402
-from mdt_jax.train.optimizer import make_optimizer  # noqa: E402
-from mdt_jax.train.state import init_state  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Soak directory (emptied first).", required=True)
 _KILLS = flags.DEFINE_integer("kills", 10, "SIGKILLs at random moments.")

@@ -10,18 +10,13 @@ clusters are detected from the environment; ``--coordinator_address``/``--num_pr
 ``--process_id``/``--local_device_ids`` set them explicitly). launch/slurm_train.sh and
 launch/tpu_train.sh start one such process per GPU (or node) and per TPU VM worker.
 """
-import sys
-from pathlib import Path
+import jax
+import logging as std_logging
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-import jax  # noqa: E402
-import logging as std_logging  # noqa: E402
-
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from mdt_jax import cli, numerics  # noqa: E402
+from mdt_jax import cli, numerics
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<file>.py:<variant>", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, exports).")

@@ -38,32 +38,31 @@ order to expect, not as measurements on the accelerator.
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # The forced device count must be set before jax is imported: read --devices from the command line.
 _DEVICES_ARG = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--devices=")), "32")
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={_DEVICES_ARG}"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from configs import distill  # noqa: E402
-from conversion import dinov2, trellis  # noqa: E402
-from mdt_jax import cli, encoders  # noqa: E402
-from mdt_jax.bench import flash_memory, memory_estimate  # noqa: E402
-from mdt_jax.data.image import IMAGE_SIZE  # noqa: E402
-from mdt_jax.sparse import SparseShards, SparseTensor, bucket_capacity  # noqa: E402
-from mdt_jax.train import models, partitioning  # noqa: E402
-from mdt_jax.train.inputs import micro_batch_per_device  # noqa: E402
-from mdt_jax.train.optimizer import make_optimizer  # noqa: E402
-from mdt_jax.train.state import init_state  # noqa: E402
-from mdt_jax.train.step import jit_train_step  # noqa: E402
+from configs import distill
+from conversion import dinov2
+from mdt_jax import cli, encoders
+from mdt_jax.bench import flash_memory, memory_estimate
+from mdt_jax.data.image import IMAGE_SIZE
+from mdt_jax.models import registry
+from mdt_jax.sparse import SparseShards, SparseTensor, bucket_capacity
+from mdt_jax.train import models, partitioning
+from mdt_jax.train.inputs import micro_batch_per_device
+from mdt_jax.train.optimizer import make_optimizer
+from mdt_jax.train.state import init_state
+from mdt_jax.train.step import jit_train_step
 
 _DEVICES = flags.DEFINE_integer("devices", 32, "Forced CPU devices (the mesh size; write --devices=N).")
 _VARIANTS = flags.DEFINE_list("variants", ["ss_flow_L", "slat_flow_L"], "configs/distill.py variants.")
@@ -149,8 +148,8 @@ def measure(variant, mesh_name):
   devices = _DEVICES.value
   config.mesh.update({"data": -1, "fsdp": 1} if mesh_name == "data" else {"data": devices // 8, "fsdp": 8})
   mesh = partitioning.make_mesh(config.mesh)
-  student = trellis.build_model(config.model.to_dict(), dtype=models.compute_dtype(config))
-  params = jax.eval_shape(lambda: trellis.init_params(student, jax.random.key(0)))
+  student = registry.build_model(config.model.to_dict(), dtype=models.compute_dtype(config))
+  params = jax.eval_shape(lambda: registry.init_params(student, jax.random.key(0)))
   encoder = dinov2.model_from_config(config.dinov2_config)
   optimizer = make_optimizer(config, params)
   state = jax.eval_shape(lambda p: init_state(p, optimizer, config.ema_rates, config.seed), params)

@@ -1,4 +1,4 @@
-"""Classifies the files of a TRELLIS fixture directory by content (CONTRACTS.md section 2).
+"""Classifies the files of a TRELLIS fixture directory by content (docs/design.md, Fixture directories).
 
 Cases: a model case (``NAME.json`` naming a model class + ``NAME.safetensors`` + ``NAME.io.npz``),
 a sampler case (``sampler_*.io.npz``), an MDT loss case (``mdt_loss_*.io.npz``), an MDT

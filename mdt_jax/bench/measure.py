@@ -172,9 +172,10 @@ def measure(report: Report, section: str, case: str, fn: Callable, *args, flops=
   compiled, compile_s, mem = compile_fn(fn, *args, donate_argnums=donate_argnums)
   available = available_bytes()
   if mem and available and mem > 0.9 * available:
-    print(f"  {section}[{case}]: not run: XLA plans {mem / 2 ** 30:.1f} GiB, {available / 2 ** 30:.1f} GiB available",
-          flush=True)
-    report.figure(f"{section}[{case}] skipped", f"needs {mem / 2 ** 30:.1f} GiB, {available / 2 ** 30:.1f} available")
+    print(f"  {section}[{case}]: compile {compile_s:.1f} s; not run: XLA plans {mem / 2 ** 30:.1f} GiB, "
+          f"{available / 2 ** 30:.1f} GiB available", flush=True)
+    report.figure(f"{section}[{case}] skipped", f"compiled in {compile_s:.1f} s; needs {mem / 2 ** 30:.1f} GiB, "
+                  f"{available / 2 ** 30:.1f} available")
     return Result(section, case, float("nan"), compile_s, flops, mem, "not run (memory)")
   seconds, cpu = run_timed(compiled, *args, repeats=repeats, carry=carry)
   return report.add(Result(section, case, seconds, compile_s, flops, mem, notes, cpu, extra))

@@ -47,6 +47,7 @@ import numpy as np
 
 from mdt_jax import latents
 from mdt_jax.distill.objective import objective
+from mdt_jax.models import registry
 from mdt_jax.models.attention import Packing
 from mdt_jax.models.transformer import ModulatedTransformerCrossBlock
 
@@ -184,7 +185,7 @@ def objective_terms(config, model, params, teacher_params, batch: dict, *, gradi
   networks compute with them (gathered), arrays or ShapeDtypeStructs; batch: one device's
   ``{"x0": latent, "cond": [B, L, Cc]}``. gradient_bytes: the student's gradient at its gathered shape.
   """
-  apply = lambda p, x, t, c: model.apply({"params": p}, x, t, c)
+  apply = registry.velocity(model)
   loss = lambda p, teacher, b: objective(p, teacher, b, jax.random.key(0), student_apply=apply, teacher_apply=apply,
                                          config=config)[0]
   x0, cond_tokens = batch["x0"], batch["cond"].shape[1]

@@ -1,4 +1,5 @@
-"""The objectives' training steps, their network evaluations, and the evaluations timed alone.
+"""The objectives' network evaluations, and those evaluations timed alone (the training step itself
+is ``mdt_jax.train.step``'s, as in training).
 
 :func:`network_evaluations` traces an objective's loss-and-gradient abstractly (``jax.eval_shape``)
 with the networks wrapped, so the list of evaluations comes from the code itself: who (student or
@@ -11,7 +12,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mdt_jax import latents
 from mdt_jax.distill import objective, objective_config
@@ -55,21 +55,6 @@ def describe(evals: list[Evaluation], batch: int) -> str:
   return ", ".join(f"{e.network} {e.kind} x{e.samples // batch}" for e in evals)
 
 
-def train_step_fn(config, student_apply, teacher_apply, *, lr: float = 1e-4):
-  """-> ``(step, init_opt)``: ``step(params, opt_state, teacher_params, batch, rng) -> (params, opt_state,
-  loss)``, the loss-and-gradient of the objective and an AdamW update (params and optimizer state are
-  the carried, donated training state)."""
-  optimizer = optax.adamw(lr, weight_decay=0.0)
-  loss_fn = functools.partial(objective, student_apply=student_apply, teacher_apply=teacher_apply, config=config)
-
-  def step(params, opt_state, teacher_params, batch, rng):
-    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, teacher_params, batch, rng)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  return step, optimizer.init
-
-
 def evaluation_fn(apply, kind: str):
   """A standalone jittable ``f(params, x, t, cond)`` doing one evaluation of this kind."""
   if kind == "fwd":
@@ -97,4 +82,5 @@ OBJECTIVES = {"fm": dict(objective="fm"), "vm": dict(objective="vm"), "vm_vd": d
 
 
 def config_for(name: str):
-  return objective_config(**OBJECTIVES[name])
+  """The objective's published settings; no EMA (the step times the objective and the AdamW update)."""
+  return objective_config(**OBJECTIVES[name], ema_rates=())

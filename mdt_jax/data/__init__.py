@@ -13,6 +13,6 @@ Modules, one job each:
   trellis_builder  TFDS builder `TrellisLatents` (SS or SLat latents per instance).
   trellis_inputs   TRELLIS records -> model inputs (latents plus image, token or caption condition).
   trellis_testing  writes a tiny TRELLIS-layout root, with deliberately broken instances, for tests.
-  sparse_batch     variable-size instances -> per-device padded sparse arrays (CONTRACTS section 4).
+  sparse_batch     variable-size instances -> per-device padded sparse arrays (docs/design.md, Sparse tensors).
   pipeline         sharded, shuffled, resumable batch iterators over any random-access source.
 """

@@ -1,4 +1,4 @@
-"""Variable-size sparse instances -> per-device padded arrays, laid out as CONTRACTS section 4 says.
+"""Variable-size sparse instances -> per-device padded arrays, laid out as docs/design.md, Sparse tensors, says.
 
 A host's share of a batch is D devices x n instances. Device d holds instances d*n .. d*n + n - 1,
 their rows contiguous and in input order, each row `(local batch index, x, y, z)`, then padding up to

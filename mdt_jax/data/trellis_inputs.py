@@ -5,7 +5,7 @@
   stage "slat": coords int32 [N, 3], feats float32 [N, 8] (pair with pipeline.SparseCollate)
 and the condition, one of (CONDITIONS):
   "image"   cond_image float32 [518, 518, 3]: one view drawn with `rng`, cropped and resized as
-            CONTRACTS section 8 states for training, by `load_view` (default:
+            docs/design.md, Image conditioning, states for training, by `load_view` (default:
             mdt_jax.data.image.preprocess_training_view); the DINOv2 encoder runs in the step.
   "tokens"  cond float16 [1374, 1024]: precomputed DINOv2 tokens of one view drawn with `rng`, from
             `<token_dir>/<sha256>/<view>.npy`, where <view> is the view's file name without extension.

@@ -1,4 +1,4 @@
-"""The objective's fields of a training config (CONTRACTS.md section 7), with published defaults."""
+"""The objective's fields of a training config (docs/design.md, Config names), with published defaults."""
 from __future__ import annotations
 
 import ml_collections

@@ -1,6 +1,6 @@
 """The training objectives as pure functions: ``(loss, metrics) = objective(student, teacher, batch, rng)``.
 
-``config.objective``:
+``spec.objective`` (``spec``: an :class:`ObjectiveSpec`, built from the config before tracing):
 - ``fm``: flow matching (teacher training), ``mean((v(x_t, t, c~) - ((1-sigma_min) eps - x0))^2)``
   with the condition replaced by ``neg_cond`` with probability ``p_uncond``;
 - ``vm``, ``vd``, ``vm_vd``: MDT-dist Velocity Matching and/or Velocity Distillation;
@@ -34,10 +34,10 @@ import jax.numpy as jnp
 from mdt_jax import latents
 from mdt_jax.flow.paths import diffuse, velocity_target
 from mdt_jax.distill import timesteps
+from mdt_jax.distill.spec import ObjectiveSpec
 from mdt_jax.distill.targets import Branch, predictions_and_targets
 from mdt_jax.flow.guidance import evaluate
 
-OBJECTIVES = ("fm", "vm", "vd", "vm_vd", "cm")
 NUM_T_BINS = 10
 
 
@@ -48,15 +48,17 @@ def _guidance(key, value) -> Any:
   return float(value)
 
 
-def make_draws(rng: jax.Array, x0, config) -> dict[str, Any]:
-  """The random draws of one step, named as in the fixtures' ``draw_order``."""
+def make_draws(rng: jax.Array, x0, spec) -> dict[str, Any]:
+  """The random draws of one step, named as in the fixtures' ``draw_order`` (``spec``: an ObjectiveSpec
+  or a config)."""
+  spec = ObjectiveSpec.of(spec)
   keys = jax.random.split(rng, 5)
   draws = {"noise": latents.normal_like(keys[0], x0),
-           "t_z": timesteps.draw_t_z(keys[1], latents.batch_size(x0), config.t_schedule.name),
+           "t_z": timesteps.draw_t_z(keys[1], latents.batch_size(x0), spec.t_schedule.name),
            "noise_fake": latents.normal_like(keys[2], x0)}
-  if config.get("vd_fresh_draws", False):
+  if spec.vd_fresh_draws:
     draws["noise_vd"] = latents.normal_like(keys[3], x0)
-    draws["t_z_vd"] = timesteps.draw_t_z(keys[4], latents.batch_size(x0), config.t_schedule.name)
+    draws["t_z_vd"] = timesteps.draw_t_z(keys[4], latents.batch_size(x0), spec.t_schedule.name)
   return draws
 
 
@@ -74,7 +76,9 @@ def _per_sample_mean(x, values):
 
 def objective(student_params, teacher_params, batch: dict, rng: jax.Array, *, student_apply, teacher_apply,
               config, draws: Optional[dict] = None):
-  """-> (scalar loss, metrics). See the module docstring; CONTRACTS.md section 5.
+  """-> (scalar loss, metrics). See the module docstring; docs/design.md, Velocity functions and the objective.
+
+  config: an :class:`ObjectiveSpec` (what jitted callers close over) or a config holding its fields.
 
   batch: ``x0`` (dense [B, ...] or SparseTensor), ``cond`` [B, L, C], optional ``neg_cond``
   (zeros by default). ``draws`` overrides random draws by name (``noise``, ``t_z``, ``noise_fake``).
@@ -82,26 +86,25 @@ def objective(student_params, teacher_params, batch: dict, rng: jax.Array, *, st
   ``loss_fm`` for those objectives, ``t_bin_loss`` [10] (mean loss per
   equal bin of t, 0 where empty) and ``t_bin_count`` [10].
   """
-  if config.objective not in OBJECTIVES:
-    raise ValueError(f"config.objective must be one of {OBJECTIVES}, got {config.objective!r}")
+  spec = ObjectiveSpec.of(config)
   x0, cond = batch["x0"], batch["cond"]
   neg_cond = batch.get("neg_cond")
   neg_cond = jnp.zeros_like(cond) if neg_cond is None else neg_cond
   key_draws, key_drop, key_w_vm, key_w_vd = jax.random.split(rng, 4)
-  draws = {**make_draws(key_draws, x0, config), **(draws or {})}
-  cond = _drop_condition(key_drop, cond, neg_cond, config.p_uncond)
-  t = timesteps.training_time(draws["t_z"], config)
-  sigma_min = config.sigma_min
+  draws = {**make_draws(key_draws, x0, spec), **(draws or {})}
+  cond = _drop_condition(key_drop, cond, neg_cond, spec.p_uncond)
+  t = timesteps.training_time(draws["t_z"], spec)
+  sigma_min = spec.sigma_min
 
-  if config.objective == "fm":
+  if spec.objective == "fm":
     x_t = diffuse(x0, draws["noise"], t, sigma_min)
     v = student_apply(student_params, x_t, t, cond)
     target = velocity_target(x0, draws["noise"], sigma_min)
     sq = jnp.square(latents.feats(v) - latents.feats(target))
     return _finish(x0, t, {"loss_fm": sq}, {"loss_fm": 1.0})
 
-  use_vm = config.objective in ("vm", "vm_vd", "cm")
-  use_vd = config.objective in ("vd", "vm_vd")
+  use_vm = spec.objective in ("vm", "vm_vd", "cm")
+  use_vd = spec.objective in ("vd", "vm_vd")
   ones = jnp.ones_like(t)
   calls = ([(diffuse(x0, draws["noise"], t, sigma_min), t, cond)] if use_vm else []) + (
       [(draws["noise_fake"], ones, cond)] if use_vd else [])
@@ -109,30 +112,29 @@ def objective(student_params, teacher_params, batch: dict, rng: jax.Array, *, st
 
   branches = []
   if use_vm:
-    branches.append(Branch(x0, draws["noise"], t, cond, neg_cond, _guidance(key_w_vm, config.cfg_teacher_vm),
+    branches.append(Branch(x0, draws["noise"], t, cond, neg_cond, _guidance(key_w_vm, spec.cfg_teacher_vm),
                            u_pred=outs[0]))
   if use_vd:
     u_fake = outs[-1]
     x_fake = latents.map_feats(lambda e, u: e - u, draws["noise_fake"], u_fake)
-    t_vd = timesteps.training_time(draws["t_z_vd"], config) if "t_z_vd" in draws else t
+    t_vd = timesteps.training_time(draws["t_z_vd"], spec) if "t_z_vd" in draws else t
     branches.append(Branch(jax.lax.stop_gradient(x_fake), draws.get("noise_vd", draws["noise"]), t_vd, cond,
-                           neg_cond, _guidance(key_w_vd, config.cfg_teacher_vd)))
-  kind = "cm" if config.objective == "cm" else config.distill_type
+                           neg_cond, _guidance(key_w_vd, spec.cfg_teacher_vd)))
   pairs = predictions_and_targets(student_apply, student_params, teacher_apply, teacher_params, branches,
-                                  kind=kind, interval=config.distill_interval, sigma_min=sigma_min,
-                                  d_norm=config.d_norm, d_norm_c=config.d_norm_c,
-                                  d_norm_over=config.get("d_norm_over", "sample"), multiphase=config.multiphase)
+                                  kind=spec.target, interval=spec.distill_interval, sigma_min=sigma_min,
+                                  d_norm=spec.d_norm, d_norm_c=spec.d_norm_c, d_norm_over=spec.d_norm_over,
+                                  multiphase=spec.multiphase)
   terms, weights = {}, {}
   if use_vm:
     pred, target = pairs[0]
-    name = "loss_cm" if config.objective == "cm" else "loss_vm"
+    name = "loss_cm" if spec.objective == "cm" else "loss_vm"
     terms[name] = jnp.square(latents.feats(pred) - latents.feats(target))
-    weights[name] = 1.0 if config.objective == "cm" else config.lambda_vm
+    weights[name] = 1.0 if spec.objective == "cm" else spec.lambda_vm
   if use_vd:
     v_pred, v_tgt = pairs[-1]
     fake = latents.feats(u_fake)
     terms["loss_vd"] = jnp.square(latents.feats(v_pred) - latents.feats(v_tgt) + fake - jax.lax.stop_gradient(fake))
-    weights["loss_vd"] = config.lambda_vd
+    weights["loss_vd"] = spec.lambda_vd
   return _finish(x0, t, terms, weights)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mdt_jax.distill.spec import ObjectiveSpec
+
 
 def draw_t_z(key: jax.Array, batch_size: int, schedule_name: str) -> jax.Array:
   """The raw time draw ``t_z`` [B]: N(0, 1) for ``logitNormal``, U(0, 1) for ``uniform``."""
@@ -14,28 +16,24 @@ def draw_t_z(key: jax.Array, batch_size: int, schedule_name: str) -> jax.Array:
   raise ValueError(f"t_schedule.name must be 'logitNormal' or 'uniform', got {schedule_name!r}")
 
 
-def training_time(t_z: jax.Array, config) -> jax.Array:
+def training_time(t_z: jax.Array, spec) -> jax.Array:
   """[B] raw draws -> [B] float32 flow times t.
 
   s = sigmoid(std t_z + mean) (logit-normal) or t_z itself (uniform), optionally warped by
   ``rescale_t`` (s' = r s / (1 + (r - 1) s)); then for the discrete and CM targets
   t = sigma_min + D + (1 - D - sigma_min) s so that t - D stays >= sigma_min, and for the
-  continuous target t = sigma_min + (1 - sigma_min) s.
+  continuous target t = sigma_min + (1 - sigma_min) s. ``spec``: an ObjectiveSpec (or a config).
   """
-  schedule = config.t_schedule
+  spec = ObjectiveSpec.of(spec)
+  schedule = spec.t_schedule
   s = jax.nn.sigmoid(t_z * schedule.std + schedule.mean) if schedule.name == "logitNormal" else t_z
-  r = config.rescale_t
+  r = spec.rescale_t
   if r != 1.0:
     s = r * s / (1 + (r - 1) * s)
-  if uses_interval(config):
-    d, sigma_min = config.distill_interval, config.sigma_min
+  if spec.uses_interval:
+    d, sigma_min = spec.distill_interval, spec.sigma_min
     return sigma_min + d + (1 - (d + sigma_min)) * s
-  return config.sigma_min + (1 - config.sigma_min) * s
-
-
-def uses_interval(config) -> bool:
-  """The discrete VM target and the CM baseline step back by the interval D."""
-  return config.objective == "cm" or (config.objective != "fm" and config.distill_type == "discrete")
+  return spec.sigma_min + (1 - spec.sigma_min) * s
 
 
 def t_bins(t: jax.Array, num_bins: int = 10) -> jax.Array:

@@ -19,24 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conversion import flax_io, trellis
+from conversion.trellis import load_model
 from mdt_jax.flow import jit_sample
+from mdt_jax.models import registry
 from mdt_jax.sparse import SparseTensor
-
-
-def load_model(path: str | Path, *, dtype=None):
-  """``(model, params)`` from a TRELLIS checkpoint stem (``NAME.json`` + ``NAME.safetensors``) or a
-  converted orbax directory (``conversion.trellis_to_flax``)."""
-  path = Path(path)
-  if path.is_dir():
-    return flax_io.load_flax_checkpoint(path, dtype=dtype)
-  return trellis.load_checkpoint(path, dtype=dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +103,8 @@ class TwoStagePipeline:
                       f"{self.slat_std.shape}")
     if problems:
       raise ValueError("TwoStagePipeline: models do not fit together: " + "; ".join(problems))
-    self._ss_sample = jit_sample(lambda p, x, t, c: ss_flow.apply({"params": p}, x, t, c))
-    self._slat_sample = jit_sample(lambda p, x, t, c: slat_flow.apply({"params": p}, x, t, c))
+    self._ss_sample = jit_sample(registry.velocity(ss_flow))
+    self._slat_sample = jit_sample(registry.velocity(slat_flow))
     self._occupancy = jax.jit(lambda p, z: ss_decoder.apply({"params": p}, z)[..., 0] > 0)
     ss_shape = (ss_flow.resolution,) * 3 + (ss_flow.in_channels,)
     self._ss_noise = jax.jit(lambda key, ids: jax.vmap(lambda k: jax.random.normal(k, ss_shape))(_keys(key, 0, ids)))

@@ -4,7 +4,8 @@ Linear layers get xavier-uniform kernels and zero biases; the time-embedding MLP
 kernels. Every adaLN modulation, the output layer and each sparse res-block's second conv start at
 zero (kernel and bias; fixtures README: "TRELLIS initialises to zero (adaLN, out_layer, conv2)"),
 so each residual branch starts as the identity and the initial velocity is 0. Sparse 3x3x3 conv
-kernels otherwise keep a fan-in-scaled init, as TRELLIS leaves them at the framework default.
+kernels otherwise keep a fan-in-scaled init (``mdt_jax.sparse.conv.KERNEL_INIT``), as TRELLIS leaves
+them at the framework default.
 Loaded checkpoints overwrite all of this; it matters for teachers trained from scratch.
 """
 from __future__ import annotations
@@ -17,7 +18,6 @@ import jax.numpy as jnp
 LINEAR = nn.initializers.xavier_uniform()
 TIMESTEP_MLP = nn.initializers.normal(0.02)
 ZERO = nn.initializers.zeros
-SPARSE_CONV = nn.initializers.lecun_normal(in_axis=(0, 1, 2, 3), out_axis=4)  # kernel [3, 3, 3, C_in, C_out]
 
 
 def dense(features: int, name: str, *, dtype: Any = jnp.float32, kernel_init=LINEAR) -> nn.Dense:

@@ -4,17 +4,15 @@ from __future__ import annotations
 from typing import Any, ClassVar, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conversion import common
 from mdt_jax.models import initializers
 from mdt_jax.models.attention import Packing
 from mdt_jax.models.embeddings import TimestepEmbedder, absolute_position_embedding
 from mdt_jax.models.norms import LayerNorm32
 from mdt_jax.models.sparse_resblock import SparseResBlock3d
-from mdt_jax.models.transformer import ModulatedTransformerCrossBlock
+from mdt_jax.models.transformer import RematPolicy, block_outputs, block_stack, remat_policy
 from mdt_jax.sparse.neighbours import neighbour_table
 from mdt_jax.sparse.resample import downsampling
 from mdt_jax.sparse.tensor import SparseTensor
@@ -22,7 +20,7 @@ from mdt_jax.sparse.tensor import SparseTensor
 Dtype = Any
 
 
-class SLatFlowModel(nn.Module):
+class SLatFlowModel(RematPolicy, nn.Module):
   """Velocity field of the structured-latent (stage-2) rectified flow (fixtures README section 3).
 
   Fields are TRELLIS's constructor arguments, plus ``dtype``, the compute dtype of the trunk
@@ -38,8 +36,9 @@ class SLatFlowModel(nn.Module):
 
   Structure: ``input_layer``; per io stage (``io_block_channels``, each halving the resolution,
   ``patch_size = 2^stages``) ``num_io_res_blocks - 1`` res blocks and one down-sampling res block,
-  each output pushed as a skip; APE; ``num_blocks`` transformer blocks, each sample's tokens attending
-  to their own sample and to their own condition; the io stages mirrored with up-sampling, each
+  each output pushed as a skip; APE; ``num_blocks`` transformer blocks under ``nn.scan`` (params
+  ``blocks/...`` [num_blocks, ...]), each sample's tokens attending to their own sample and to their
+  own condition; the io stages mirrored with up-sampling, each
   block's input being ``[h, skip]`` when ``use_skip_connection``; LayerNorm (eps 1e-5); ``out_layer``.
   With ``share_mod`` the transformer blocks share one ``adaLN_modulation_1`` of the time embedding;
   the res blocks take the time embedding itself.
@@ -65,19 +64,6 @@ class SLatFlowModel(nn.Module):
   qk_rms_norm_cross: bool = False
   dtype: Dtype = jnp.float32
 
-  # Blocks are rematerialised (jax.checkpoint) when ``use_checkpoint``, under this policy: a name in
-  # ``jax.checkpoint_policies``, or None to save nothing. Not a TRELLIS argument, so a class
-  # attribute: ``SLatFlowModel.with_remat_policy("dots_saveable")`` makes a variant.
-  remat_policy: ClassVar[Optional[str]] = None
-
-  @classmethod
-  def with_remat_policy(cls, policy: Optional[str]) -> type:
-    """This class with another remat policy (same TRELLIS name, same params)."""
-    if policy is not None and not hasattr(jax.checkpoint_policies, policy):
-      raise ValueError(f"unknown jax.checkpoint_policies name {policy!r}")
-    return type(cls.__name__, (cls,), {"remat_policy": policy, "__module__": cls.__module__,
-                                       "__qualname__": cls.__qualname__})
-
   @property
   def rematerialise(self) -> bool:
     return self.use_checkpoint
@@ -90,12 +76,6 @@ class SLatFlowModel(nn.Module):
   def stages(self) -> tuple[int, ...]:
     """Channels of the io stages, one per 2x resolution level (may be empty)."""
     return tuple(self.io_block_channels or ())
-
-  def weight_layout(self, torch_key: str, ndim: int) -> common.Layout:
-    """Sparse-conv kernels (``<block>.convN.conv.weight``) are spconv's ``[out, 3, 3, 3, in]``."""
-    if ndim == 5 and torch_key.endswith(".conv.weight"):
-      return common.SPARSE_CONV3D
-    return common.default_weight_layout(torch_key, ndim)
 
   def example_inputs(self, batch_size: int = 1):
     """One voxel per sample at the origin, t = 0, one condition token (for ``init``/``eval_shape``)."""
@@ -119,17 +99,16 @@ class SLatFlowModel(nn.Module):
       raise ValueError(f"{name}: expected t [{b}] and cond [{b}, L, {self.cond_channels}] for "
                        f"x.batch_size {b}, got t {t.shape}, cond {cond.shape}")
 
-  def _block_classes(self):
+  def _res_block_class(self):
     if not self.rematerialise:
-      return SparseResBlock3d, ModulatedTransformerCrossBlock
-    policy = self.remat_policy and getattr(jax.checkpoint_policies, self.remat_policy)
-    return nn.remat(SparseResBlock3d, policy=policy), nn.remat(ModulatedTransformerCrossBlock, policy=policy)
+      return SparseResBlock3d
+    return nn.remat(SparseResBlock3d, policy=remat_policy(self.remat_policy))
 
   @nn.compact
   def __call__(self, x: SparseTensor, t, cond):
     self._check(x, t, cond)
     c, stages, b = self.model_channels, self.stages, x.batch_size
-    res_block, transformer_block = self._block_classes()
+    res_block = self._res_block_class()
 
     # The pyramid of sites: neighbour tables per level, the 2x maps between levels.
     tables = [neighbour_table(x.coords, x.mask, resolution=self.resolution, batch_size=b)]
@@ -167,11 +146,11 @@ class SLatFlowModel(nn.Module):
     cond_tokens = cond.reshape(1, b * num_cond, cond.shape[-1])                # [1, B L, C_cond]
     cond_segment_ids = jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_cond)[None]
     packing = Packing(num_segments=b)     # a sample may hold every row of the level
-    for i in range(self.num_blocks):
-      tokens = transformer_block(c, self.heads, self.mlp_ratio, share_mod=self.share_mod,
-                                 qk_rms_norm=self.qk_rms_norm, qk_rms_norm_cross=self.qk_rms_norm_cross,
-                                 dtype=self.dtype, name=f"blocks_{i}")(
-          tokens, mod, cond_tokens, segment_ids=segment_ids, cond_segment_ids=cond_segment_ids, packing=packing)
+    blocks = block_stack(self.num_blocks, remat=self.rematerialise, policy=self.remat_policy)
+    tokens, outputs = blocks(c, self.heads, self.mlp_ratio, share_mod=self.share_mod, qk_rms_norm=self.qk_rms_norm,
+                       qk_rms_norm_cross=self.qk_rms_norm_cross, packing=packing, dtype=self.dtype, name="blocks")(
+        tokens, mod, cond_tokens, segment_ids, cond_segment_ids)
+    block_outputs(outputs)
     h = h.replace_feats(jnp.where(h.mask[:, None], tokens[0], 0))
 
     k = 0

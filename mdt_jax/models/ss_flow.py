@@ -11,7 +11,7 @@ import numpy as np
 from mdt_jax.models import initializers
 from mdt_jax.models.embeddings import TimestepEmbedder, absolute_position_embedding, grid_coords
 from mdt_jax.models.norms import LayerNorm32
-from mdt_jax.models.transformer import ModulatedTransformerCrossBlock
+from mdt_jax.models.transformer import RematPolicy, block_outputs, block_stack
 
 Dtype = Any
 
@@ -37,13 +37,15 @@ def unpatchify(tokens: jax.Array, p: int, grid: int) -> jax.Array:
   return x.reshape(b, grid * p, grid * p, grid * p, c)
 
 
-class SparseStructureFlowModel(nn.Module):
+class SparseStructureFlowModel(RematPolicy, nn.Module):
   """Velocity field of the sparse-structure (stage-1) rectified flow.
 
   Fields are TRELLIS's constructor arguments, plus ``dtype``, the compute dtype of the transformer
   trunk (float32 by default; float16 reproduces TRELLIS's ``use_fp16``; bfloat16 for TPU/GPU).
   Parameters are always float32. ``pos_emb`` [(R/p)^3, C] is a stored table kept in ``params``
-  and used as stored (never trained: the optimiser masks it).
+  and used as stored (never trained: the optimiser masks it). The blocks run under ``nn.scan``
+  (params ``blocks/...`` [num_blocks, ...]), rematerialised when ``use_checkpoint`` under
+  ``remat_policy`` (:class:`mdt_jax.models.transformer.RematPolicy`).
 
   Call: ``model.apply({"params": p}, x, t, cond)`` with ``x`` [B, R, R, R, in_channels]
   channels-last (axes D, H, W as TRELLIS's NCDHW), ``t`` [B] flow time in [0, 1] (embedded as
@@ -82,7 +84,8 @@ class SparseStructureFlowModel(nn.Module):
             jnp.zeros((batch_size, 1, self.cond_channels)))
 
   def check_params(self, params, source: str):
-    """The stored ``pos_emb`` must be the APE table to within one float16 ulp (CONTRACTS 3)."""
+    """The stored ``pos_emb`` must be the APE table to within one float16 ulp (docs/design.md,
+    Checkpoints, dtypes, stored buffers)."""
     stored = np.asarray(params["pos_emb"], np.float32)
     table = np.asarray(self.pos_emb_table())
     ulp = np.spacing(np.abs(table).astype(np.float16)).astype(np.float32)
@@ -114,11 +117,11 @@ class SparseStructureFlowModel(nn.Module):
     if self.share_mod:
       emb = initializers.dense(6 * c, "adaLN_modulation_1", kernel_init=initializers.ZERO)(nn.silu(emb))
 
-    block_cls = nn.remat(ModulatedTransformerCrossBlock) if self.use_checkpoint else ModulatedTransformerCrossBlock
+    blocks = block_stack(self.num_blocks, remat=self.use_checkpoint, policy=self.remat_policy)
     h, emb, cond = h.astype(self.dtype), emb.astype(self.dtype), cond.astype(self.dtype)
-    for i in range(self.num_blocks):
-      h = block_cls(c, self.heads, self.mlp_ratio, share_mod=self.share_mod, qk_rms_norm=self.qk_rms_norm,
-                    qk_rms_norm_cross=self.qk_rms_norm_cross, dtype=self.dtype, name=f"blocks_{i}")(h, emb, cond)
+    h, outputs = blocks(c, self.heads, self.mlp_ratio, share_mod=self.share_mod, qk_rms_norm=self.qk_rms_norm,
+                        qk_rms_norm_cross=self.qk_rms_norm_cross, dtype=self.dtype, name="blocks")(h, emb, cond)
+    block_outputs(outputs)
     h = LayerNorm32(1e-5)(h.astype(jnp.float32))
     h = initializers.dense(self.out_channels * p ** 3, "out_layer", kernel_init=initializers.ZERO)(h)
     return unpatchify(h, p, self.grid)

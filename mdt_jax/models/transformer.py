@@ -1,4 +1,7 @@
-"""DiT building blocks shared by the dense (SS) and sparse (SLat) flow transformers.
+"""DiT building blocks shared by the dense (SS) and sparse (SLat) flow transformers, and their
+stack: ``num_blocks`` identical blocks run under ``nn.scan`` (one block compiled, not N), with their
+params stacked on a leading axis, ``params["blocks"][...]`` [num_blocks, ...]; ``conversion`` unstacks
+them to TRELLIS's ``blocks.{i}.*`` keys.
 
 Tokens are ``[B, N, C]``. The sparse model passes one row of all its voxels, ``[1, cap, C]``,
 with ``segment_ids [1, cap]`` holding each token's sample index (-1 on padding), the condition
@@ -8,7 +11,7 @@ flattened to ``[1, B*L, Cc]`` with ``cond_segment_ids``, and the static ``packin
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar, Optional
 
 import flax.linen as nn
 import jax
@@ -69,7 +72,7 @@ class ModulatedTransformerCrossBlock(nn.Module):
   """adaLN-modulated self attention, plain cross attention, modulated MLP (README section 2.5).
 
   ``emb``: [B, C] time embedding, or the already-modulated [B, 6C] vector when ``share_mod``.
-  The modulation is gathered per token by ``segment_ids`` when those are given (sparse layout).
+  The modulation is gathered per token by ``segment_ids`` when those are given (sparse layout), with
   """
   channels: int
   num_heads: int
@@ -107,3 +110,65 @@ class ModulatedTransformerCrossBlock(nn.Module):
     h = LayerNorm32(1e-6, name="norm3")(x) * (1 + scale_mlp) + shift_mlp
     h = FeedForward(c, self.mlp_ratio, dtype=self.dtype, name="mlp")(h)
     return x + gate_mlp * h
+
+
+class ScanStep(ModulatedTransformerCrossBlock):
+  """The block as a scan step (same params, no extra scope): ``(x, emb, cond, segment_ids,
+  cond_segment_ids) -> (x, out)``, the new tokens carried, and ``out`` the same tokens when
+  intermediates are captured (stacked by the scan for :func:`block_outputs`), else None; the static
+  ``packing`` is a field."""
+  packing: Packing | None = None
+
+  def __call__(self, x, emb, cond, segment_ids=None, cond_segment_ids=None):
+    x = super().__call__(x, emb, cond, segment_ids=segment_ids, cond_segment_ids=cond_segment_ids,
+                         packing=self.packing)
+    return x, (x if self.is_mutable_collection("intermediates") else None)
+
+
+def remat_policy(name: Optional[str]):
+  """A ``jax.checkpoint_policies`` name -> the policy (None: save nothing but the block's inputs)."""
+  if name is not None and not hasattr(jax.checkpoint_policies, name):
+    raise ValueError(f"unknown jax.checkpoint_policies name {name!r}")
+  return name and getattr(jax.checkpoint_policies, name)
+
+
+def block_stack(num_blocks: int, *, remat: bool, policy: Optional[str] = None) -> type[nn.Module]:
+  """``ModulatedTransformerCrossBlock`` x ``num_blocks`` under ``nn.scan``: built with the block's fields
+  (and ``packing``), called as :class:`ScanStep` -> (x [B, N, C], outputs [num_blocks, B, N, C] or None). With
+  ``remat`` each block is rematerialised under ``policy``."""
+  block = ScanStep
+  if remat:
+    block = nn.remat(block, policy=remat_policy(policy), prevent_cse=False)  # scan already keeps CSE apart
+  return nn.scan(block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
+                 in_axes=nn.broadcast, length=num_blocks)
+
+
+class BlockOutput(nn.Module):
+  """The identity, named ``blocks_{i}``: ``capture_intermediates`` records a scanned block's output
+  under its TRELLIS module name, as an unrolled block would be recorded."""
+
+  def __call__(self, x):
+    return x
+
+
+def block_outputs(outputs) -> None:
+  """When the calling module captures intermediates: each block's output (``outputs``
+  [num_blocks, ...], the stack's second result) recorded as ``blocks_{i}``; otherwise ``outputs`` is
+  None: nothing."""
+  if outputs is not None:
+    for i in range(outputs.shape[0]):
+      BlockOutput(name=f"blocks_{i}")(outputs[i])
+
+
+class RematPolicy:
+  """The flows' remat policy: not a TRELLIS argument, so a class attribute. ``remat_policy`` is a
+  ``jax.checkpoint_policies`` name, or None to save nothing; ``Model.with_remat_policy(name)`` makes a
+  variant (same TRELLIS name, same params)."""
+  remat_policy: ClassVar[Optional[str]] = None
+
+  @classmethod
+  def with_remat_policy(cls, policy: Optional[str]) -> type:
+    """This class with another remat policy."""
+    remat_policy(policy)
+    return type(cls.__name__, (cls,), {"remat_policy": policy, "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__})

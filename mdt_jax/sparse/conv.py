@@ -23,9 +23,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mdt_jax.models import initializers
-
 Dtype = Any
+
+# Fan-in-scaled kernel [3, 3, 3, C_in, C_out] (TRELLIS leaves spconv's kernels at the framework default).
+KERNEL_INIT = nn.initializers.lecun_normal(in_axis=(0, 1, 2, 3), out_axis=4)
 
 
 IMPLEMENTATIONS = ("scan", "gathered")
@@ -63,11 +64,11 @@ def sparse_conv3d(feats: jax.Array, neighbours: jax.Array, kernel: jax.Array, bi
 class SubMConv3d(nn.Module):
   """The parameter holder: ``kernel`` [3, 3, 3, C_in, C_out] and ``bias`` [C_out], float32.
 
-  TRELLIS stores the kernel as ``[C_out, 3, 3, 3, C_in]`` (conversion.common.SPARSE_CONV3D).
+  TRELLIS stores the kernel as ``[C_out, 3, 3, 3, C_in]`` (its checkpoint layout is ``conversion``'s concern).
   """
   features: int
   dtype: Dtype = jnp.float32
-  kernel_init: Callable = initializers.SPARSE_CONV
+  kernel_init: Callable = KERNEL_INIT
 
   @nn.compact
   def __call__(self, feats, neighbours):
@@ -80,7 +81,7 @@ class SparseConv3d(nn.Module):
   """TRELLIS's ``SparseConv3d`` wrapper: params under ``conv`` (``<module>.conv.weight/.bias``)."""
   features: int
   dtype: Dtype = jnp.float32
-  kernel_init: Callable = initializers.SPARSE_CONV
+  kernel_init: Callable = KERNEL_INIT
 
   @nn.compact
   def __call__(self, feats, neighbours):

@@ -1,4 +1,4 @@
-"""A batch of sparse voxel sets with static shapes (CONTRACTS.md section 4).
+"""A batch of sparse voxel sets with static shapes (docs/design.md, Sparse tensors).
 
 Rows of a sample are contiguous and in input order; the batch is padded to a capacity from a
 small fixed ladder (:func:`bucket_capacity`) so a run compiles a handful of programs, not one per
@@ -111,7 +111,7 @@ class SparseTensor:
 
 @flax.struct.dataclass
 class SparseShards:
-  """A batch's per-device SparseTensors stacked on leading axes (CONTRACTS.md section 4).
+  """A batch's per-device SparseTensors stacked on leading axes (docs/design.md, Sparse tensors).
 
   coords [..., D, cap, 4] int32, feats [..., D, cap, C], mask [..., D, cap] bool: device d's rows as
   ``SparseTensor(coords[d], feats[d], mask[d], batch_size)``; leading axes (micro-batches) allowed.

@@ -4,7 +4,7 @@ A step takes ``batch_size_per_device`` instances per batch shard (a (data, fsdp)
 ``config.batch_split`` micro-batches of ``batch_size_per_device / batch_split`` each (gradient
 accumulation, as TRELLIS's ``batch_size_per_gpu`` and ``batch_split``), stacked on a leading axis.
 Dense latents are ``x0 [B, ...]``; sparse ones a ``SparseShards`` of per-shard layouts ``[D, cap, ...]``
-(CONTRACTS.md section 4), the micro-batches padded to one capacity, with static coarse capacities
+(docs/design.md, Sparse tensors), the micro-batches padded to one capacity, with static coarse capacities
 (the parents' bucketed count at each of the model's coarse levels, the max over the step's shards and
 hosts) so that the model's coarse levels and its transformer run at their own size. The condition is ``cond [B, L, C]`` (toy tokens, or precomputed DINOv2
 tokens, float16) or ``cond_image [B, 518, 518, 3]`` (views the step encodes with the frozen DINOv2).

@@ -1,31 +1,17 @@
 """Student and teacher networks for a training run, from TRELLIS or orbax checkpoints or fresh."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 
-from conversion import flax_io, trellis
+from conversion import trellis
 from mdt_jax import numerics
-
-
+from mdt_jax.models import registry
 
 def compute_dtype(config):
   """The trunk's compute dtype for training: float32 or bfloat16 (no float16: it would need loss scaling)."""
   return numerics.compute_dtype(config.compute_dtype, allowed=numerics.TRAINING_DTYPES,
                                 field="config.compute_dtype")
-
-
-def load_any(path: str, *, dtype):
-  """(model, params) from a TRELLIS stem (``path.json`` + ``.safetensors``) or our orbax directory."""
-  p = Path(path)
-  if Path(f"{path}.json").is_file():
-    return trellis.load_checkpoint(path, dtype=dtype)
-  if p.is_dir():
-    return flax_io.load_flax_checkpoint(p, dtype=dtype)
-  raise FileNotFoundError(f"checkpoint not found: {path} (neither {path}.json + .safetensors nor an orbax "
-                          f"directory)")
 
 
 def student_and_teacher(config):
@@ -39,18 +25,18 @@ def student_and_teacher(config):
   if config.objective != "fm":
     if not config.teacher_checkpoint:
       raise ValueError("config.teacher_checkpoint: distillation needs a teacher checkpoint")
-    teacher, teacher_params = load_any(config.teacher_checkpoint, dtype=dtype)
+    teacher, teacher_params = trellis.load_model(config.teacher_checkpoint, dtype=dtype)
   if config.student_init == "teacher":
     if teacher is None:
       raise ValueError("config.student_init='teacher' needs a teacher (objective != 'fm')")
     return teacher, jax.tree.map(jnp.copy, teacher_params), teacher, teacher_params
   if config.student_init:
-    student, params = load_any(config.student_init, dtype=dtype)
+    student, params = trellis.load_model(config.student_init, dtype=dtype)
     return student, params, teacher, teacher_params
   if not config.model.name:
     raise ValueError("config.model: a fresh student (student_init='') needs config.model.name and args")
-  student = trellis.build_model(config.model.to_dict(), dtype=dtype)
-  params = jax.jit(lambda key: trellis.init_params(student, key))(jax.random.PRNGKey(config.seed))
+  student = registry.build_model(config.model.to_dict(), dtype=dtype)
+  params = jax.jit(lambda key: registry.init_params(student, key))(jax.random.PRNGKey(config.seed))
   return student, params, teacher, teacher_params
 
 

@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-FROZEN = ("pos_emb",)  # stored buffers kept in params (CONTRACTS.md section 3): never trained
+# Stored buffers kept in params (docs/design.md, Checkpoints, dtypes, stored buffers): never trained.
+FROZEN = ("pos_emb",)
 
 
 def trainable_mask(params):

@@ -16,6 +16,7 @@ import numpy as np
 from mdt_jax import flow
 from mdt_jax.data import fold, toy_inputs
 from mdt_jax.generation.export import render_views
+from mdt_jax.models import registry
 from mdt_jax.sparse import SparseTensor
 from mdt_jax.train.inputs import toy_dataset_builder
 
@@ -40,7 +41,7 @@ class Snapshots:
       noise = np.asarray(jax.random.normal(key, (len(coords), examples[0]["feats"].shape[-1])))
       self.noise = SparseTensor.from_packed(coords, noise, batch_size=count)
     self.resolution = records[0]["occupancy"].shape[0]
-    self.sampler = flow.jit_sample(lambda p, x, t, c: model.apply({"params": p}, x, t, c))
+    self.sampler = flow.jit_sample(registry.velocity(model))
 
   @staticmethod
   def done(workdir, train_step: int) -> bool:

@@ -1,4 +1,10 @@
-"""One optimisation step: gradient accumulation over micro-batches, the non-finite guard, EMA."""
+"""The one builder of a training step: objective + optimizer -> jitted (sharded, donated) step.
+
+``make_train_step`` builds the step function (gradient accumulation over micro-batches, the
+non-finite guard, EMA) from an objective's spec and the networks' velocity functions;
+``jit_train_step`` jits it with explicit shardings and the state donated. Training
+(``launch/train.py``), the demo's distillation runs and ``launch/benchmark.py`` all step through it.
+"""
 from __future__ import annotations
 
 import functools
@@ -8,7 +14,8 @@ import jax.numpy as jnp
 import optax
 
 from mdt_jax import encoders
-from mdt_jax.distill import objective
+from mdt_jax.distill import ObjectiveSpec, objective
+from mdt_jax.models import registry
 from mdt_jax.sparse import SparseTensor
 from mdt_jax.train.finite import all_finite
 from mdt_jax.train.partitioning import gathered_shardings, replicated
@@ -16,26 +23,29 @@ from mdt_jax.train.optimizer import ema_update, trainable_mask
 from mdt_jax.train.state import TrainState
 
 
-def per_device_objective(params, teacher_params, batch, rng, **kwargs):
-  """The objective on a sparse batch laid out per device (CONTRACTS.md section 4).
+def per_device(loss_fn):
+  """``loss_fn`` on a sparse batch laid out per device (docs/design.md, Sparse tensors): -> a loss
+  function of the same signature ``(params, teacher_params, batch, rng) -> (loss, metrics)``.
 
   batch["x0"]: SparseShards (coords [D, cap, 4], feats [D, cap, C], mask [D, cap], n = batch_size
   instances a device, static coarse capacities); batch["cond"] [D*n, L, C]. Each device's share is
   its own SparseTensor; the loss is the mean of the per-device losses (as data-parallel training
   averages each rank's mean), the metrics likewise.
   """
-  x0 = batch["x0"]
-  devices = x0.coords.shape[0]
-  cond = batch["cond"].reshape(devices, x0.batch_size, *batch["cond"].shape[1:])
+  def per_device_loss(params, teacher_params, batch, rng):
+    x0 = batch["x0"]
+    devices = x0.coords.shape[0]
+    cond = batch["cond"].reshape(devices, x0.batch_size, *batch["cond"].shape[1:])
 
-  def one(coords, feats, mask, cond_d, key):
-    tensor = SparseTensor(coords=coords, feats=feats, mask=mask, batch_size=x0.batch_size,
-                          coarse_capacities=x0.coarse_capacities)
-    return objective(params, teacher_params, {"x0": tensor, "cond": cond_d}, key, **kwargs)
+    def one(coords, feats, mask, cond_d, key):
+      tensor = SparseTensor(coords=coords, feats=feats, mask=mask, batch_size=x0.batch_size,
+                            coarse_capacities=x0.coarse_capacities)
+      return loss_fn(params, teacher_params, {"x0": tensor, "cond": cond_d}, key)
 
-  losses, metrics = jax.vmap(one)(x0.coords, x0.feats, x0.mask, cond, jax.random.split(rng, devices))
-  metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
-  return jnp.mean(losses), metrics
+    losses, metrics = jax.vmap(one)(x0.coords, x0.feats, x0.mask, cond, jax.random.split(rng, devices))
+    metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+    return jnp.mean(losses), metrics
+  return per_device_loss
 
 
 def with_condition(batch: dict, encoder_params, encode_image) -> dict:
@@ -50,7 +60,12 @@ def with_condition(batch: dict, encoder_params, encode_image) -> dict:
 
 def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: bool, encode_image=None,
                     gather=lambda tree: tree):
-  """-> ``train_step(state, frozen, micro_batches) -> (state, metrics)``.
+  """-> ``train_step(state, frozen, micro_batches) -> (state, metrics)``, unjitted.
+
+  config: the objective's fields (turned into an ObjectiveSpec here, validated before anything is
+  traced: the step closes over the spec, never the config) and ``ema_rates``. student_apply /
+  teacher_apply: velocity functions (``registry.velocity``). sparse: the batch is laid out per
+  device (:func:`per_device`).
 
   frozen: ``{"teacher": params or {}, "image_encoder": params or {}}``, never differentiated.
   micro_batches: the step's batch as ``config.batch_split`` micro-batches stacked on a leading axis
@@ -63,11 +78,10 @@ def make_train_step(config, optimizer, *, student_apply, teacher_apply, sparse: 
   (finite.all_finite); otherwise params, optimizer and EMA stay as they were and the step is counted
   in ``state.skipped`` and ``state.consecutive_skips`` (reset by the next applied step).
   """
-  kwargs = dict(student_apply=student_apply, teacher_apply=teacher_apply, config=config)
+  loss_fn = functools.partial(objective, student_apply=student_apply, teacher_apply=teacher_apply,
+                              config=ObjectiveSpec.of(config))
   if sparse:
-    loss_fn = functools.partial(per_device_objective, **kwargs)
-  else:
-    loss_fn = functools.partial(objective, **kwargs)
+    loss_fn = per_device(loss_fn)
   grad_fn = jax.value_and_grad(lambda params, *args: loss_fn(gather(params), *args), has_aux=True)
   ema_rates = tuple(config.ema_rates)
 
@@ -111,9 +125,9 @@ def jit_train_step(config, optimizer, mesh, state_shardings, frozen_shardings, *
   """``make_train_step`` for these Flax modules, jitted with explicit shardings and the state donated:
   ``(state, frozen, micro_batches) -> (state, metrics)``; metrics come back replicated. The networks
   compute with their params all-gathered over fsdp (partitioning.gathered_shardings)."""
-  apply = lambda model: (lambda p, x, t, c: model.apply({"params": p}, x, t, c))
   step_fn = make_train_step(
-      config, optimizer, student_apply=apply(student), teacher_apply=apply(teacher) if teacher is not None else None,
+      config, optimizer, student_apply=registry.velocity(student),
+      teacher_apply=registry.velocity(teacher) if teacher is not None else None,
       sparse=config.stage == "slat",
       encode_image=functools.partial(encoders.encode_images, image_encoder) if image_encoder is not None else None,
       gather=lambda tree: jax.lax.with_sharding_constraint(tree, gathered_shardings(tree, mesh)))

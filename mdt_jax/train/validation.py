@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import math
 
-from mdt_jax.distill.objective import OBJECTIVES
-from mdt_jax.distill.targets import D_NORM_OVER
+from mdt_jax.distill.spec import ObjectiveSpec
 from mdt_jax.train import inputs
 
-CHOICES = {"objective": OBJECTIVES, "distill_type": ("discrete", "continuous"), "d_norm_over": D_NORM_OVER,
-           "t_schedule.name": ("logitNormal", "uniform"), "stage": ("ss", "slat"),
-           "data.dataset": ("toy", "trellis"), "data.on_bad_data": ("raise", "skip")}
+CHOICES = {"stage": ("ss", "slat"), "data.dataset": ("toy", "trellis"), "data.on_bad_data": ("raise", "skip")}
 POSITIVE = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints", "max_consecutive_skips",
             "batch_size_per_device", "batch_split", "lr")
 
@@ -27,6 +24,7 @@ def _get(config, dotted: str):
 
 def check(config, mesh):
   """Raises ValueError naming the first field of ``config`` that cannot work on ``mesh``."""
+  ObjectiveSpec.of(config)  # the objective's choices, checked as the step builder will
   for field, allowed in CHOICES.items():
     if _get(config, field) not in allowed:
       raise ValueError(f"config.{field} must be one of {allowed}, got {_get(config, field)!r}")
