@@ -13,27 +13,24 @@ new checkpoints); then curve.json, curve.png and a table on stdout. Keep the che
 `--config.keep_period=N` when training.
 """
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import jax  # noqa: E402
-import matplotlib  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import jax
+import matplotlib
+import numpy as np
+from absl import app, flags
 
 matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib import pyplot as plt
 
-from configs import models as model_configs  # noqa: E402
-from conversion import trellis  # noqa: E402
-from mdt_jax import cli  # noqa: E402
-from mdt_jax.data import toy_condition  # noqa: E402
-from mdt_jax.demo.evaluation import EvalSets, sample_and_score, scalars  # noqa: E402
-from mdt_jax.demo.plan import DemoPlan, Method  # noqa: E402
-from mdt_jax.demo.sampling import ChunkLayout, ToySamplers  # noqa: E402
-from mdt_jax.train import checkpoints  # noqa: E402
+from configs import models as model_configs
+from conversion import trellis
+from mdt_jax import cli
+from mdt_jax.data import toy_condition
+from mdt_jax.demo.evaluation import EvalSets, sample_and_score, scalars
+from mdt_jax.demo.plan import DemoPlan, Method
+from mdt_jax.demo.sampling import ChunkLayout, ToySamplers
+from mdt_jax.train import checkpoints
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A launch/train.py run directory on the toy dataset.", required=True)
 _STEPS = flags.DEFINE_list("steps", ["25"], "Euler step counts to score each checkpoint at.")

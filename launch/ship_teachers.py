@@ -12,28 +12,26 @@ the guidance weight w at 25 steps, and against the number of Euler steps at w = 
 best w) and the curves: <out>/<stage>_loss.png and, when launch/evaluate_run.py has scored the run,
 <out>/<stage>_quality.png. Every metric is computed as the demo computes it (mdt_jax/demo/evaluation.py):
 stage 1 against held-out shapes, stage 2 on real structures and on the teacher's own stage-1 samples.
-The best w of stage 1 is the one of highest family fidelity (ties: lower 1-NNA); of stage 2, the one
-of lowest FD on real structures.
+The best w of stage 1 is the one of lowest 1-NNA - fidelity (both in [0, 1]: guidance raises the
+fidelity and, past a point, costs diversity, which 1-NNA sees); of stage 2, the one of lowest FD on
+real structures.
 Results are cached under <out>/.. /ship_eval (a rerun only recomputes what changed).
 """
 import json
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from absl import flags
 
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-
-from conversion import trellis  # noqa: E402
-from mdt_jax import cli  # noqa: E402
-from mdt_jax.data import toy_condition  # noqa: E402
-from mdt_jax.demo import evaluation, figures  # noqa: E402
-from mdt_jax.demo.distill_runs import training_curve  # noqa: E402
-from mdt_jax.demo.plan import DemoPlan, Method  # noqa: E402
-from mdt_jax.demo.run import checkpoint_digest  # noqa: E402
-from mdt_jax.demo.sampling import ChunkLayout, ToySamplers, smoke_samples  # noqa: E402
+from conversion import trellis
+from mdt_jax import cli
+from mdt_jax.data import toy_condition
+from mdt_jax.demo import evaluation, figures
+from mdt_jax.demo.distill_runs import training_curve
+from mdt_jax.demo.plan import DemoPlan, Method
+from mdt_jax.demo.run import checkpoint_digest
+from mdt_jax.demo.sampling import ChunkLayout, ToySamplers, smoke_samples
 
 _SS_RUN = flags.DEFINE_string("ss_run", None, "Finished launch/train.py run of configs/teacher.py:ss_toy.", required=True)
 _SLAT_RUN = flags.DEFINE_string("slat_run", None, "Finished run of configs/teacher.py:slat_toy.", required=True)
@@ -43,7 +41,7 @@ _WEIGHTS = flags.DEFINE_enum("weights", "ema", ["ema", "raw"], "Ship each run's 
                              "(choose from launch/evaluate_run.py's curves, and say which in teachers/README.md).")
 
 STAGES = {"ss": "ss_toy", "slat": "slat_toy"}
-GUIDANCE_WEIGHTS = (0.0, 1.0, 3.0, 5.0, 7.5)   # at 25 steps
+GUIDANCE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 3.0, 5.0, 7.5)   # at 25 steps
 STEP_COUNTS = (1, 2, 4, 8, 25)                 # at w = 0 and at each stage's best w
 
 
@@ -104,7 +102,7 @@ def main(argv):
             "stage2": stage2["metrics"], "pipeline_stage2": pipe["metrics"]["stage2"]}
 
   by_w = {w: measure(25, w) for w in GUIDANCE_WEIGHTS}
-  best = {"ss": max(GUIDANCE_WEIGHTS, key=lambda w: (by_w[w]["stage1"]["fidelity"], -by_w[w]["stage1"]["1nna"])),
+  best = {"ss": min(GUIDANCE_WEIGHTS, key=lambda w: by_w[w]["stage1"]["1nna"] - by_w[w]["stage1"]["fidelity"]),
           "slat": min(GUIDANCE_WEIGHTS, key=lambda w: by_w[w]["stage2"]["fd"])}
   by_steps = {w: {k: by_w[w] if k == 25 else measure(k, w) for k in STEP_COUNTS}
               for w in sorted({0.0, *best.values()})}
@@ -144,7 +142,7 @@ def metrics_table(by_w: dict, by_steps: dict, best: dict, reference: dict, sprea
   ideal = (f"| second real set (the ideal) | - | {real['1nna']:.3f} | {real['cov']:.3f} | {real['fidelity']:.3f} | "
            f"{real2['fd']:.3f} | {real2['one_nna']:.3f} | - | {real2['rmse']:.3f} |")
   lines = ["## Against the guidance weight w (25 Euler steps)", "", *header, *(row(r) for r in by_w.values()), ideal, "",
-           f"Best w: stage 1 (highest fidelity) {best['ss']:g}, stage 2 (lowest FD) {best['slat']:g}.", ""]
+           f"Best w: stage 1 (lowest 1-NNA - fidelity) {best['ss']:g}, stage 2 (lowest FD) {best['slat']:g}.", ""]
   for w, per in by_steps.items():
     lines += [f"## Against the number of Euler steps, w = {w:g}", "", *header, *(row(r) for r in per.values()), ""]
   lines += ["## Spread", "", "Mean +- standard deviation: the teacher at 25 steps (w = 0) over sampling seeds, "

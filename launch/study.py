@@ -15,15 +15,13 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import logging as std_logging
 
-import logging as std_logging  # noqa: E402
+import jax
+from absl import app, flags, logging
 
-import jax  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-
-from configs import distill  # noqa: E402
-from mdt_jax import cli  # noqa: E402
+from configs import distill
+from mdt_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (runs, results, study.md).", required=True)
 _STAGES = flags.DEFINE_list("stages", ["ss", "slat"], "Stages to run (ss, slat); empty: only write the report.")
@@ -65,7 +63,7 @@ def main(argv):
     study.Study(workdir, plan, stage, base_config=distill.get_config(f"{stage}_toy"), teacher=teachers[stage],
                 teacher_digest=checkpoint_digest(teachers[stage]), samplers=samplers,
                 models={"teacher": loaded[stage][1]}).run_all()
-  from mdt_jax.demo import study_report  # noqa: E402
+  from mdt_jax.demo import study_report
   report = study_report.write(workdir, plan, command=" ".join(sys.argv))
   print(f"report: {report}")
 

@@ -9,7 +9,7 @@ which other voxels the shape has.
 Stage 2 runs in chunks of one fixed layout (`ChunkLayout`: batch size, voxel capacity, 2x-parent
 capacity), so the whole evaluation compiles one program per step count and guidance; a shape too
 large for it is sampled alone in a layout of its own. The samplers are `flow.jit_sample` functions
-taking the params as arguments (CONTRACTS.md section 6).
+taking the params as arguments (docs/design.md, Samplers).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from mdt_jax import flow
 from mdt_jax.data.fold import latent_to_occupancy
+from mdt_jax.models import registry
 from mdt_jax.sparse import SparseTensor, bucket_capacity
 
 
@@ -65,8 +66,8 @@ class ToySamplers:
     self.coarse_levels = len(slat_model.stages)
     self.resolution = slat_model.resolution
     self.key = jax.random.key(seed)
-    self._ss = flow.jit_sample(lambda p, x, t, c: ss_model.apply({"params": p}, x, t, c))
-    self._slat = flow.jit_sample(lambda p, x, t, c: slat_model.apply({"params": p}, x, t, c))
+    self._ss = flow.jit_sample(registry.velocity(ss_model))
+    self._slat = flow.jit_sample(registry.velocity(slat_model))
     latent = (ss_model.resolution,) * 3 + (ss_model.in_channels,)
     field = (self.resolution,) * 3 + (slat_model.in_channels,)
     keys = lambda key, stage, ids: jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(key, stage), ids)
