@@ -80,6 +80,7 @@ def test_every_arm_config(tiny, stage):
   s = _study(tiny, stage)
   names = [a.name for a in study.arms(stage)]
   assert len(set(names)) == len(names) and {"vm_vd", "vm_vd_dnorm", "vm_vd_dnorm_rms", "vm", "cm"} <= set(names)
+  assert ({"vm_vd_cfg0.5", "vm_vd_published"} <= {a.name for a in study.arms(stage) if a.core}) == (stage == "ss")
   for arm in study.arms(stage):
     config = s.config(arm, seed=3)
     assert config.objective == arm.objective and config.seed == 3 and config.stage == stage

@@ -59,12 +59,17 @@ def arms(stage: str) -> list[Arm]:
       Arm("vm", "vm", {}, "VM only (no VD), d_norm off"),
       Arm("cm", "cm", {}, "the consistency-distillation baseline (same interval D)"),
   ]
+  if stage == "ss":   # guidance helps only the stage-1 teacher (teachers/metrics.md: best w 0.5; stage 2's is 0)
+    grid += [
+        Arm("vm_vd_cfg0.5", "vm_vd", {"cfg_teacher_vm": 0.5, "cfg_teacher_vd": 0.5},
+            "guided teacher targets, w 0.5 (the teacher's best) in VM and VD, d_norm off"),
+        Arm("vm_vd_published", "vm_vd", {"d_norm": True, "cfg_teacher_vm": 0.5, "cfg_teacher_vd": 0.5},
+            "the published regime: guided teacher targets (w 0.5) and d_norm"),
+    ]
   tries = [
       Arm("vm_vd_continuous", "vm_vd", {"distill_type": "continuous"}, "du/dt by a JVP instead of a difference", False),
       Arm("vm_vd_D0.05", "vm_vd", {"distill_interval": 0.05}, "discrete interval D 0.05 (0.01 published)", False),
       Arm("vm_vd_lr3e-4", "vm_vd", {"lr": 3e-4}, "learning rate 3e-4 (1e-4 default)", False),
-      Arm("vm_vd_cfg0.5", "vm_vd", {"cfg_teacher_vm": 0.5, "cfg_teacher_vd": 0.5},
-          "teacher guidance w 0.5 in VM and VD (0 default)", False),
       Arm("vm_lr3e-4", "vm", {"lr": 3e-4}, "VM only at learning rate 3e-4", False),
       Arm("vm_vd_continuous_rms", "vm_vd", {"distill_type": "continuous", "d_norm": True, "d_norm_over": "element"},
           "the JVP target with du/dt over its RMS", False),
