@@ -32,6 +32,7 @@ import numpy as np
 from mdt_jax import eval as ev
 from mdt_jax.data import toy_builder, toy_condition
 from mdt_jax.data.toy_features import toy_features
+from mdt_jax.demo.sampling import packed_coords
 
 TOY_CONFIG = "r16"
 
@@ -56,8 +57,7 @@ class EvalSets:
   reference: ev.ToySplit      # the set every method is scored against
   second_real: ev.ToySplit    # real shapes of the same conditions, not in `reference`
   labelled: ev.ToySplit       # family fidelity's classifier set
-  structure_occupancy: np.ndarray  # stage 2: bool [M, R, R, R] real structures ...
-  structures: list            # ... their voxels [n_i, 3] (np.argwhere order, as toy_features') ...
+  structures: list            # stage 2: real structures' voxels [n_i, 3] (np.argwhere order, as toy_features') ...
   structure_cond_ids: np.ndarray
   structure_feats: list       # ... and their real features [n_i, 8] (their own colour draws)
   second_structures: list     # stage 2's ideal row: as many shapes of the second real set
@@ -81,7 +81,7 @@ class EvalSets:
     second = second_real.take(ev.split_halves(second_real.cond_id, plan.stage2_per_condition)[0])
     real, second_feats = _real_features(picked), _real_features(second)
     return cls(cond_ids=cond_ids, cond=toy_condition.condition_tokens(cond_ids), reference=reference,
-               second_real=second_real, labelled=labelled, structure_occupancy=picked.occupancy,
+               second_real=second_real, labelled=labelled,
                structures=[c for c, _ in real], structure_cond_ids=picked.cond_id,
                structure_feats=[f for _, f in real], second_structures=[c for c, _ in second_feats],
                second_structure_feats=[f for _, f in second_feats], second_structure_cond_ids=second.cond_id,
@@ -100,12 +100,6 @@ class EvalSets:
     distribution = ev.evaluate_stage2_distribution(coords, feats, len(shapes), packed_coords(self.structures),
                                                    np.concatenate(self.structure_feats), len(self.structures))
     return {**exact, **{k: distribution[k] for k in ("fd", "one_nna", "one_nna_exchangeable")}}
-
-
-def packed_coords(shapes) -> np.ndarray:
-  """Per-shape voxels [n_i, 3] -> TRELLIS's packed coords int32 [sum n_i, 4] (b, x, y, z)."""
-  return np.concatenate([np.concatenate([np.full((len(c), 1), b), c], 1) for b, c in enumerate(shapes)]
-                        ).astype(np.int32)
 
 
 def _real_features(split: ev.ToySplit) -> list:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mdt_jax.demo import distill_runs, evaluation, figures
+from mdt_jax.demo import distill_runs, figures, sampling
 from mdt_jax.demo.plan import STAGES, STUDENTS
 
 _NAMES = {"ss": "stage 1 (sparse structure)", "slat": "stage 2 (structured latents)"}
@@ -173,7 +173,7 @@ def write(workdir: Path, c: dict) -> Path:
 
 
 def _real_stage2(sets) -> dict:
-  return {"coords": evaluation.packed_coords(sets.structures), "feats": np.concatenate(sets.structure_feats),
+  return {"coords": sampling.packed_coords(sets.structures), "feats": np.concatenate(sets.structure_feats),
           "cond_id": sets.structure_cond_ids}
 
 

@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdt_jax import flow
+from mdt_jax.data import toy_condition, toy_shapes
 from mdt_jax.data.fold import latent_to_occupancy
+from mdt_jax.demo.plan import Method
 from mdt_jax.models import registry
 from mdt_jax.sparse import SparseTensor, bucket_capacity
 
@@ -32,6 +34,12 @@ class ChunkLayout:
   shapes: int
   voxels: int
   parents: int
+
+
+def packed_coords(shapes: list[np.ndarray]) -> np.ndarray:
+  """Per-shape voxels [n_i, 3] -> TRELLIS's packed coords int32 [sum n_i, 4] (b, x, y, z)."""
+  return np.concatenate([np.concatenate([np.full((len(c), 1), b), c], 1) for b, c in enumerate(shapes)]
+                        ).astype(np.int32)
 
 
 def parent_count(coords: np.ndarray) -> int:
@@ -91,8 +99,7 @@ class ToySamplers:
 
   def _tensor(self, shapes, cond, ids, layout: ChunkLayout):
     """One chunk: shapes (voxels [n_i, 3]), cond [k, L, C], ids [k] -> (noisy SparseTensor, cond [B, L, C])."""
-    coords = np.concatenate([np.concatenate([np.full((len(c), 1), j), c], 1) for j, c in enumerate(shapes)])
-    coords = coords.astype(np.int32)
+    coords = packed_coords(shapes)
     x = SparseTensor.from_packed(coords, np.zeros((len(coords), self.slat_model.in_channels), np.float32),
                                  capacity=layout.voxels, batch_size=layout.shapes)
     x = x.replace(coarse_capacities=(layout.parents,) * self.coarse_levels)
@@ -155,8 +162,6 @@ def smoke_samples(ss_model, ss_params, slat_model, slat_params, *, cfg_strength:
   Returns {"ss": latents float32 [2, S, S, S, 8] flattened to a list, "slat": feats [n, 8] of both
   shapes concatenated, as a list}, and the settings.
   """
-  from mdt_jax.data import toy_condition, toy_shapes
-  from mdt_jax.demo.plan import Method
   samplers = ToySamplers(ss_model, slat_model, seed=0)
   method = Method("teacher_smoke", "teacher", SMOKE_STEPS, cfg_strength)
   cond = toy_condition.condition_tokens(np.asarray(SMOKE_CONDITIONS))
