@@ -138,7 +138,8 @@ Velocity = Callable[[Any, Any, Any, Any], Any]
 
 def velocity(model: nn.Module) -> Velocity:
   """The flow model as the velocity field every sampler and objective calls:
-  ``(params, x, t [B], cond [B, L, C]) -> v`` shaped like ``x`` (a dense array or a SparseTensor)."""
-  def apply(params, x, t, cond):
-    return model.apply({"params": params}, x, t, cond)
+  ``(params, x, t [B], cond [B, L, C], **kwargs) -> v`` shaped like ``x`` (a dense array or a
+  SparseTensor); ``kwargs`` go to the model (TRELLIS.2's texture flow: ``concat_cond``)."""
+  def apply(params, x, t, cond, **kwargs):
+    return model.apply({"params": params}, x, t, cond, **kwargs)
   return apply
