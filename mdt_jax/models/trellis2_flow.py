@@ -72,6 +72,11 @@ class Trellis2Flow(RematPolicy, nn.Module):
       raise ValueError(f"{name} (TRELLIS.2): initialization must be one of {INITIALIZATIONS}, "
                        f"got {self.initialization!r}")
 
+  def recomputed_buffers(self) -> dict[str, tuple[int, ...]]:
+    """Upstream state-dict buffers that are a function of the config (shape by name): a checkpoint
+    may hold them or not; conversion checks their shape and drops them. None here."""
+    return {}
+
   def rope(self, coords):
     """(cos, sin) [N, d/2] of the voxels ``coords`` [N, 3] when ``pe_mode`` is "rope", else None."""
     return rotation(coords, self.head_dim, tuple(self.rope_freq)) if self.pe_mode == "rope" else None

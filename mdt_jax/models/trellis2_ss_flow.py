@@ -30,8 +30,7 @@ class SparseStructureFlowModel(Trellis2Flow):
             jnp.zeros((batch_size, 1, self.cond_channels)))
 
   def recomputed_buffers(self) -> dict[str, tuple[int, ...]]:
-    """Upstream state-dict buffers that are a function of the config (shape by name): a checkpoint
-    may hold them or not; they are checked for shape and dropped."""
+    """With rope, upstream's complex ``rope_phases`` [R^3, d/2] (the angles of the voxel grid)."""
     return {"rope_phases": (self.resolution ** 3, self.head_dim // 2)} if self.pe_mode == "rope" else {}
 
   def check_params(self, params, source: str):
