@@ -111,3 +111,25 @@ def test_trellis2_sparse_rows_of_padding_and_order_are_kept():
   alone = model.apply({"params": params}, SparseTensor.from_packed(z["coords"][first], z["feats"][first]),
                       z["t"][:1] / 1000.0, z["cond"][:1])
   np.testing.assert_allclose(alone.to_packed()[1], out.to_packed()[1][first], atol=2e-5)
+
+
+@pytest.mark.parametrize("initialization", ["vanilla", "scaled"])
+def test_trellis2_fresh_init_follows_initialization(initialization):
+  """"scaled": blocks N(0, 2/(5C)), residual outputs N(0, 1/(5NC)), input_layer N(0, 1/C_in);
+  "vanilla": xavier; both: adaLN, out_layer and the per-block modulation at zero (velocity 0)."""
+  args = dict(read_config(TRELLIS2_DIR / "ss_flow")["args"], initialization=initialization)
+  model = registry.build_model({"name": "SparseStructureFlowModel", "args": args})
+  params = registry.init_params(model, jax.random.key(0))
+  blocks, c, n = params["blocks"], model.model_channels, model.num_blocks
+  std = lambda a: float(np.std(np.asarray(a)))
+  if initialization == "scaled":
+    expected = {"qkv": (2 / (5 * c)) ** 0.5, "out": (5 * n * c) ** -0.5, "input": model.in_channels ** -0.5}
+  else:  # xavier-uniform: std sqrt(2 / (fan_in + fan_out))
+    expected = {"qkv": (2 / (c + 3 * c)) ** 0.5, "out": (2 / (c + c)) ** 0.5, "input": (2 / (model.in_channels + c)) ** 0.5}
+  assert std(blocks["self_attn"]["to_qkv"]["kernel"]) == pytest.approx(expected["qkv"], rel=0.05)
+  assert std(blocks["self_attn"]["to_out"]["kernel"]) == pytest.approx(expected["out"], rel=0.05)
+  assert std(params["input_layer"]["kernel"]) == pytest.approx(expected["input"], rel=0.2)
+  for zero in (blocks["modulation"], params["adaLN_modulation_1"]["kernel"], params["out_layer"]["kernel"]):
+    assert not np.any(np.asarray(zero))
+  x, t, cond = model.example_inputs(2)
+  assert not np.any(np.asarray(model.apply({"params": params}, x + 1.0, t + 0.5, cond + 1.0)))

@@ -158,12 +158,13 @@ class SLatFlowModel(RematPolicy, nn.Module):
     return x.replace_feats(jnp.where(overflow, jnp.nan, out))
 
 
-def packed_blocks(model, h: SparseTensor, mod, cond, *, rope=None, block_modulation: bool = False):
+def packed_blocks(model, h: SparseTensor, mod, cond, *, rope=None, block_modulation: bool = False, kernel_stds=None):
   """The transformer blocks of a sparse flow (TRELLIS and TRELLIS.2) over ``h``'s rows, called inside
   ``model``'s compact ``__call__``: all rows as one token row [1, cap, C] with each row's sample
   index as its segment (attention within a sample), the condition [B, L, Cc] flattened to
   [1, B L, Cc] with its own segments; ``mod`` [B, C] or [B, 6C]; ``rope`` (cos, sin) [cap, d/2] or
-  None. Returns the new feats [cap, C] (0 on padding rows)."""
+  None; ``kernel_stds``: the blocks' fresh init (:mod:`initializers`). Returns the new feats
+  [cap, C] (0 on padding rows)."""
   b, num_cond = h.batch_size, cond.shape[1]
   tokens = jnp.where(h.mask[:, None], h.feats, 0)[None]
   cond_tokens = cond.reshape(1, b * num_cond, cond.shape[-1])
@@ -172,7 +173,8 @@ def packed_blocks(model, h: SparseTensor, mod, cond, *, rope=None, block_modulat
   blocks = block_stack(model.num_blocks, remat=model.rematerialise, policy=model.remat_policy)
   tokens, outputs = blocks(model.model_channels, model.heads, model.mlp_ratio, share_mod=model.share_mod,
                            qk_rms_norm=model.qk_rms_norm, qk_rms_norm_cross=model.qk_rms_norm_cross,
-                           block_modulation=block_modulation, packing=packing, dtype=model.dtype, name="blocks")(
+                           block_modulation=block_modulation, kernel_stds=kernel_stds, packing=packing,
+                           dtype=model.dtype, name="blocks")(
       tokens, mod, cond_tokens, h.segment_ids[None], cond_segment_ids, rope)
   block_outputs(outputs)
   return jnp.where(h.mask[:, None], tokens[0], 0)

@@ -123,17 +123,19 @@ def check_dense_inputs(model, x, t, cond):
                      f"got t {t.shape}, cond {cond.shape}")
 
 
-def dense_flow(model, x, t, cond, *, patch_size: int, pos_emb=None, rope=None, block_modulation: bool = False):
+def dense_flow(model, x, t, cond, *, patch_size: int, pos_emb=None, rope=None, block_modulation: bool = False,
+               kernel_stds=None, input_init=initializers.LINEAR):
   """The dense flow's forward pass (TRELLIS and TRELLIS.2), called inside ``model``'s compact
   ``__call__`` so that the submodules are its own.
 
   ``input_layer`` on the patch tokens (+ ``pos_emb`` [tokens, C] in float32); time embedding
   (+ the shared ``adaLN_modulation_1`` when ``share_mod``); the trunk in ``model.dtype`` (blocks
   under ``nn.scan``, ``rope`` the tokens' (cos, sin) or None); non-affine LayerNorm (eps 1e-5) and
-  ``out_layer`` in float32; un-patchify. Returns [B, R, R, R, out_channels] float32.
+  ``out_layer`` in float32; un-patchify. Returns [B, R, R, R, out_channels] float32. ``kernel_stds``
+  and ``input_init``: the fresh init of the blocks and of ``input_layer`` (:mod:`initializers`).
   """
   c, p = model.model_channels, patch_size
-  h = initializers.dense(c, "input_layer")(patchify(x.astype(jnp.float32), p))
+  h = initializers.dense(c, "input_layer", kernel_init=input_init)(patchify(x.astype(jnp.float32), p))
   if pos_emb is not None:
     h = h + pos_emb[None]
   emb = TimestepEmbedder(c, name="t_embedder")(1000.0 * t)
@@ -144,7 +146,7 @@ def dense_flow(model, x, t, cond, *, patch_size: int, pos_emb=None, rope=None, b
   h, emb, cond = h.astype(model.dtype), emb.astype(model.dtype), cond.astype(model.dtype)
   h, outputs = blocks(c, model.heads, model.mlp_ratio, share_mod=model.share_mod, qk_rms_norm=model.qk_rms_norm,
                       qk_rms_norm_cross=model.qk_rms_norm_cross, block_modulation=block_modulation,
-                      dtype=model.dtype, name="blocks")(h, emb, cond, None, None, rope)
+                      kernel_stds=kernel_stds, dtype=model.dtype, name="blocks")(h, emb, cond, None, None, rope)
   block_outputs(outputs)
   h = LayerNorm32(1e-5)(h.astype(jnp.float32))
   h = initializers.dense(model.out_channels * p ** 3, "out_layer", kernel_init=initializers.ZERO)(h)

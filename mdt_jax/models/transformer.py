@@ -39,6 +39,7 @@ class MultiHeadAttention(nn.Module):
   num_heads: int
   cross: bool = False
   qk_rms_norm: bool = False
+  kernel_stds: Optional[tuple[float, float]] = None   # initializers.block_kernels
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -46,7 +47,9 @@ class MultiHeadAttention(nn.Module):
                packing: Packing | None = None):
     b, n, _ = x.shape
     head_dim = self.channels // self.num_heads
-    dense = lambda feats, name: initializers.dense(feats, name, dtype=self.dtype)
+    linear, output = initializers.block_kernels(self.kernel_stds)
+    dense = lambda feats, name: initializers.dense(feats, name, dtype=self.dtype,
+                                                   kernel_init=output if name == "to_out" else linear)
     if self.cross:
       q = dense(self.channels, "to_q")(x).reshape(b, n, self.num_heads, head_dim)
       kv = dense(2 * self.channels, "to_kv")(context)
@@ -65,16 +68,18 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-  """``mlp_0`` -> GELU (tanh approximation) -> ``mlp_2``, hidden ``mlp_ratio * C``."""
+  """``mlp_0`` -> GELU (tanh approximation) -> ``mlp_2``, hidden ``int(mlp_ratio * C)``."""
   channels: int
   mlp_ratio: float = 4.0
+  kernel_stds: Optional[tuple[float, float]] = None   # initializers.block_kernels
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    h = initializers.dense(int(self.channels * self.mlp_ratio), "mlp_0", dtype=self.dtype)(x)
+    linear, output = initializers.block_kernels(self.kernel_stds)
+    h = initializers.dense(int(self.channels * self.mlp_ratio), "mlp_0", dtype=self.dtype, kernel_init=linear)(x)
     h = nn.gelu(h, approximate=True)
-    return initializers.dense(self.channels, "mlp_2", dtype=self.dtype)(h)
+    return initializers.dense(self.channels, "mlp_2", dtype=self.dtype, kernel_init=output)(h)
 
 
 class ModulatedTransformerCrossBlock(nn.Module):
@@ -93,6 +98,7 @@ class ModulatedTransformerCrossBlock(nn.Module):
   qk_rms_norm: bool = False
   qk_rms_norm_cross: bool = False
   block_modulation: bool = False
+  kernel_stds: Optional[tuple[float, float]] = None   # None: xavier; TRELLIS.2 "scaled": initializers.kernel_stds
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -115,19 +121,19 @@ class ModulatedTransformerCrossBlock(nn.Module):
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = map(per_token, jnp.split(mod, 6, axis=-1))
 
     h = LayerNorm32(1e-6, name="norm1")(x) * (1 + scale_msa) + shift_msa
-    h = MultiHeadAttention(c, self.num_heads, qk_rms_norm=self.qk_rms_norm, dtype=self.dtype,
-                           name="self_attn")(h, rope=rope, q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
+    h = MultiHeadAttention(c, self.num_heads, qk_rms_norm=self.qk_rms_norm, kernel_stds=self.kernel_stds,
+                           dtype=self.dtype, name="self_attn")(h, rope=rope, q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
                                              packing=packing)
     x = x + gate_msa * h
     h = LayerNorm32(1e-6, affine=True, name="norm2")(x)
     h = MultiHeadAttention(c, self.num_heads, cross=True, qk_rms_norm=self.qk_rms_norm_cross,
-                           dtype=self.dtype, name="cross_attn")(
+                           kernel_stds=self.kernel_stds, dtype=self.dtype, name="cross_attn")(
                                h, cond, q_segment_ids=segment_ids, kv_segment_ids=cond_segment_ids,
                                packing=packing and dataclasses.replace(  # each sample's L condition tokens
                                    packing, kv_capacity=cond.shape[1] // packing.num_segments))
     x = x + h
     h = LayerNorm32(1e-6, name="norm3")(x) * (1 + scale_mlp) + shift_mlp
-    h = FeedForward(c, self.mlp_ratio, dtype=self.dtype, name="mlp")(h)
+    h = FeedForward(c, self.mlp_ratio, kernel_stds=self.kernel_stds, dtype=self.dtype, name="mlp")(h)
     return x + gate_mlp * h
 
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mdt_jax.models import initializers
 from mdt_jax.models.rope import rotation
 from mdt_jax.models.transformer import RematPolicy
 
@@ -30,7 +31,10 @@ INITIALIZATIONS = ("vanilla", "scaled")
 
 
 class Trellis2Flow(RematPolicy, nn.Module):
-  """The constructor arguments of TRELLIS.2's flows (upstream's names and defaults)."""
+  """The constructor arguments of TRELLIS.2's flows (upstream's names and defaults). A fresh init
+  follows ``initialization`` (:mod:`mdt_jax.models.initializers`); the per-block ``modulation``
+  vector of ``share_mod`` starts at zero (our choice: with the zero adaLN and output layer, every
+  block starts as the identity)."""
   family: ClassVar[str] = "trellis2"
   dtype_in_config: ClassVar[bool] = True     # the config's "dtype" string is the compute dtype
   resolution: int
@@ -71,6 +75,16 @@ class Trellis2Flow(RematPolicy, nn.Module):
     if self.initialization not in INITIALIZATIONS:
       raise ValueError(f"{name} (TRELLIS.2): initialization must be one of {INITIALIZATIONS}, "
                        f"got {self.initialization!r}")
+
+  def block_kernel_stds(self) -> Optional[tuple[float, float]]:
+    """The blocks' fresh init: xavier for "vanilla", ``initializers.kernel_stds`` for "scaled"."""
+    return initializers.kernel_stds(self.model_channels, self.num_blocks) if self.initialization == "scaled" else None
+
+  def input_kernel_init(self):
+    """``input_layer``'s fresh init: xavier for "vanilla", N(0, 1 / in_channels) for "scaled"."""
+    if self.initialization == "scaled":
+      return nn.initializers.normal(self.in_channels ** -0.5)
+    return initializers.LINEAR
 
   def recomputed_buffers(self) -> dict[str, tuple[int, ...]]:
     """Upstream state-dict buffers that are a function of the config (shape by name): a checkpoint

@@ -64,14 +64,16 @@ class SLatFlowModel(Trellis2Flow):
     self.check_config()
     feats = self._inputs(x, t, cond, concat_cond)
     c = self.model_channels
-    h = initializers.dense(c, "input_layer")(feats.astype(jnp.float32)).astype(self.dtype)
+    h = initializers.dense(c, "input_layer", kernel_init=self.input_kernel_init())(feats.astype(jnp.float32))
+    h = h.astype(self.dtype)
     if self.pe_mode == "ape":
       h = h + absolute_position_embedding(x.coords[:, 1:], c).astype(self.dtype)
     emb = TimestepEmbedder(c, name="t_embedder")(1000.0 * t)
     if self.share_mod:
       emb = initializers.dense(6 * c, "adaLN_modulation_1", kernel_init=initializers.ZERO)(nn.silu(emb))
     h = packed_blocks(self, x.replace_feats(h), emb.astype(self.dtype), cond.astype(self.dtype),
-                      rope=self.rope(x.coords[:, 1:]), block_modulation=self.share_mod)
+                      rope=self.rope(x.coords[:, 1:]), block_modulation=self.share_mod,
+                      kernel_stds=self.block_kernel_stds())
     out = initializers.dense(self.out_channels, "out_layer", kernel_init=initializers.ZERO)(
         LayerNorm32(1e-5)(h.astype(jnp.float32)))
     return x.replace_feats(jnp.where(x.mask[:, None], out, 0))

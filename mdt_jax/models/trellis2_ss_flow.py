@@ -48,4 +48,5 @@ class SparseStructureFlowModel(Trellis2Flow):
     check_dense_inputs(self, x, t, cond)
     pos_emb = self.param("pos_emb", lambda _: self.pos_emb_table()) if self.pe_mode == "ape" else None
     return dense_flow(self, x, t, cond, patch_size=1, pos_emb=pos_emb, rope=self.rope(grid_coords(self.resolution)),
-                      block_modulation=self.share_mod)
+                      block_modulation=self.share_mod, kernel_stds=self.block_kernel_stds(),
+                      input_init=self.input_kernel_init())
