@@ -116,10 +116,10 @@ def test_trellis2_sparse_rows_of_padding_and_order_are_kept():
 @pytest.mark.parametrize("initialization", ["vanilla", "scaled"])
 def test_trellis2_fresh_init_follows_initialization(initialization):
   """"scaled": blocks N(0, 2/(5C)), residual outputs N(0, 1/(5NC)), input_layer N(0, 1/C_in);
-  "vanilla": xavier; both: adaLN, out_layer and the per-block modulation at zero (velocity 0)."""
+  "vanilla": xavier; both: adaLN, out_layer and the per-block modulation at zero."""
   args = dict(read_config(TRELLIS2_DIR / "ss_flow")["args"], initialization=initialization)
   model = registry.build_model({"name": "SparseStructureFlowModel", "args": args})
-  params = registry.init_params(model, jax.random.key(0))
+  params = jax.jit(lambda key: registry.init_params(model, key))(jax.random.key(0))
   blocks, c, n = params["blocks"], model.model_channels, model.num_blocks
   std = lambda a: float(np.std(np.asarray(a)))
   if initialization == "scaled":
@@ -131,5 +131,3 @@ def test_trellis2_fresh_init_follows_initialization(initialization):
   assert std(params["input_layer"]["kernel"]) == pytest.approx(expected["input"], rel=0.2)
   for zero in (blocks["modulation"], params["adaLN_modulation_1"]["kernel"], params["out_layer"]["kernel"]):
     assert not np.any(np.asarray(zero))
-  x, t, cond = model.example_inputs(2)
-  assert not np.any(np.asarray(model.apply({"params": params}, x + 1.0, t + 0.5, cond + 1.0)))

@@ -68,11 +68,12 @@ def evaluate(velocity_fn: VelocityFn, calls: Sequence[tuple[Latent, jax.Array, A
   return latents.split(out, list(xs))
 
 
-def guided(velocity_fn: VelocityFn, calls: Sequence[tuple[Latent, jax.Array, Any, Any, Any]]) -> list[Latent]:
-  """Guided velocities for calls ``(x, t, cond, neg_cond, w)`` (TRELLIS's convention): both halves of
+def guided(velocity_fn: VelocityFn, calls: Sequence[tuple[Latent, jax.Array, Any, Any, Any]], *,
+           convention: str = "trellis") -> list[Latent]:
+  """Guided velocities for calls ``(x, t, cond, neg_cond, w)``, w in ``convention``: both halves of
   every call in one forward pass of ``velocity_fn``; w may be a Python float or a traced scalar."""
   outs = evaluate(velocity_fn, [c for x, t, cond, neg, _ in calls for c in ((x, t, cond), (x, t, neg))])
-  return [combine(outs[2 * i], outs[2 * i + 1], *weights(w)) for i, (*_, w) in enumerate(calls)]
+  return [combine(outs[2 * i], outs[2 * i + 1], *weights(w, convention)) for i, (*_, w) in enumerate(calls)]
 
 
 def combine(v_pos: Latent, v_neg: Latent, a, b) -> Latent:
