@@ -19,7 +19,8 @@ VARIANTS = ("ss_toy", "slat_toy", "ss_flow_L", "slat_flow_L", "trellis2_ss_tiny"
             "trellis2_tex_tiny")
 TOY_TEACHERS = {"ss_toy": str(_REPO / "teachers/ss_toy"), "slat_toy": str(_REPO / "teachers/slat_toy")}
 # TRELLIS.2 stage -> (model config, the fixture checkpoint of that config, teacher guidance g).
-_TRELLIS2_TINY = {"ss": (models.TRELLIS2_SS_TINY, "ss_flow", 7.5), "shape": (models.TRELLIS2_SHAPE_TINY, "shape_flow", 7.5),
+_TRELLIS2_TINY = {"ss": (models.TRELLIS2_SS_TINY, "ss_flow", 7.5),
+                  "shape": (models.TRELLIS2_SHAPE_TINY, "shape_flow", 7.5),
                   "tex": (models.TRELLIS2_TEX_TINY, "tex_flow", 1.0)}
 
 

@@ -42,13 +42,15 @@ _LAYER_KEYS = (  # transformers -> ours, per layer
     ("layer.{i}.attention.o_proj.bias", "blocks.{i}.attn.proj.bias"),
     ("layer.{i}.layer_scale1.lambda1", "blocks.{i}.ls1.gamma"),
     ("layer.{i}.layer_scale2.lambda1", "blocks.{i}.ls2.gamma"),
-    ("layer.{i}.mlp.up_proj.weight", "blocks.{i}.mlp.fc1.weight"), ("layer.{i}.mlp.up_proj.bias", "blocks.{i}.mlp.fc1.bias"),
+    ("layer.{i}.mlp.up_proj.weight", "blocks.{i}.mlp.fc1.weight"),
+    ("layer.{i}.mlp.up_proj.bias", "blocks.{i}.mlp.fc1.bias"),
     ("layer.{i}.mlp.down_proj.weight", "blocks.{i}.mlp.fc2.weight"),
     ("layer.{i}.mlp.down_proj.bias", "blocks.{i}.mlp.fc2.bias"),
 )
 _QKV = ("q", "k", "v")
 _OTHER_KEYS = (("embeddings.cls_token", "cls_token"), ("embeddings.register_tokens", "register_tokens"),
-               ("embeddings.mask_token", "mask_token"), ("embeddings.patch_embeddings.weight", "patch_embed.proj.weight"),
+               ("embeddings.mask_token", "mask_token"),
+               ("embeddings.patch_embeddings.weight", "patch_embed.proj.weight"),
                ("embeddings.patch_embeddings.bias", "patch_embed.proj.bias"), ("norm.weight", "norm.weight"),
                ("norm.bias", "norm.bias"))
 

@@ -92,7 +92,8 @@ def objective(student_params, teacher_params, batch: dict, rng: jax.Array, *, st
 
   batch: ``x0`` (dense [B, ...] or SparseTensor), ``cond`` [B, L, C], optional ``neg_cond``
   (zeros by default), optional ``concat_cond`` (TRELLIS.2's texture stage: the shape latent on x0's
-  rows, passed to both networks on every call: :func:`with_concat_cond`). ``draws`` overrides random draws by name (``noise``, ``t_z``, ``noise_fake``).
+  rows, passed to both networks on every call: :func:`with_concat_cond`). ``draws`` overrides
+  random draws by name (``noise``, ``t_z``, ``noise_fake``).
   metrics: ``loss``, ``loss_vm``, ``loss_vd`` (each with its lambda; 0 when unused), ``loss_cm`` or
   ``loss_fm`` for those objectives, ``t_bin_loss`` [10] (mean loss per
   equal bin of t, 0 where empty) and ``t_bin_count`` [10].

@@ -158,7 +158,8 @@ class SLatFlowModel(RematPolicy, nn.Module):
     return x.replace_feats(jnp.where(overflow, jnp.nan, out))
 
 
-def packed_blocks(model, h: SparseTensor, mod, cond, *, rope=None, block_modulation: bool = False, kernel_stds=None):
+def packed_blocks(model, h: SparseTensor, mod, cond, *, rope=None, block_modulation: bool = False,
+                  kernel_stds=None):
   """The transformer blocks of a sparse flow (TRELLIS and TRELLIS.2) over ``h``'s rows, called inside
   ``model``'s compact ``__call__``: all rows as one token row [1, cap, C] with each row's sample
   index as its segment (attention within a sample), the condition [B, L, Cc] flattened to

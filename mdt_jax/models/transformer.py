@@ -122,8 +122,8 @@ class ModulatedTransformerCrossBlock(nn.Module):
 
     h = LayerNorm32(1e-6, name="norm1")(x) * (1 + scale_msa) + shift_msa
     h = MultiHeadAttention(c, self.num_heads, qk_rms_norm=self.qk_rms_norm, kernel_stds=self.kernel_stds,
-                           dtype=self.dtype, name="self_attn")(h, rope=rope, q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
-                                             packing=packing)
+                           dtype=self.dtype, name="self_attn")(
+                               h, rope=rope, q_segment_ids=segment_ids, kv_segment_ids=segment_ids, packing=packing)
     x = x + gate_msa * h
     h = LayerNorm32(1e-6, affine=True, name="norm2")(x)
     h = MultiHeadAttention(c, self.num_heads, cross=True, qk_rms_norm=self.qk_rms_norm_cross,
