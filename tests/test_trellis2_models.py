@@ -131,3 +131,14 @@ def test_trellis2_fresh_init_follows_initialization(initialization):
   assert std(params["input_layer"]["kernel"]) == pytest.approx(expected["input"], rel=0.2)
   for zero in (blocks["modulation"], params["adaLN_modulation_1"]["kernel"], params["out_layer"]["kernel"]):
     assert not np.any(np.asarray(zero))
+
+
+@pytest.mark.parametrize("attention", ["blocked", "varlen"])
+def test_trellis2_sparse_model_matches_reference_on_each_attention_path(attention, monkeypatch):
+  """The sparse DiT through the CPU's long-sequence path (blocked) and the accelerators' (varlen);
+  the automatic choice above is the plain attention on CPU at these sizes."""
+  monkeypatch.setenv("MDT_ATTENTION", attention)
+  case = next(c for c in MODEL_CASES if "concat_feats" in np.load(c.io).files)
+  model, params = load_checkpoint(case.stem)
+  out, ref, _ = run_trellis2_model(model, params, np.load(case.io))
+  _close(out, ref, _tolerance(case), f"{case.name} output, {attention} attention")
