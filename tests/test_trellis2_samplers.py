@@ -72,6 +72,8 @@ def test_trellis2_guidance_g_is_trellis_one_plus_w():
   plain, _ = flow.sample(_toy, noise, steps=4, rescale_t=3.0, cond=cond, return_trajectory=False)
   unguided, _ = flow.sample(_toy, noise, cfg_strength=1.0, convention="trellis2", **common)
   np.testing.assert_array_equal(unguided, plain)
+  default, _ = flow.sample(_toy, noise, convention="trellis2", **common)   # no weight: no guidance
+  np.testing.assert_array_equal(default, plain)
   with pytest.raises(ValueError, match="convention"):
     flow.sample(_toy, noise, cfg_strength=2.0, convention="trellis3", **common)
 

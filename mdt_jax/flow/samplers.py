@@ -31,7 +31,7 @@ from mdt_jax.latents import Latent
 
 
 def sample(velocity_fn: VelocityFn, noise: Latent, *, steps: int, rescale_t: float = 1.0, cond: Any = None,
-           neg_cond: Any = None, cfg_strength: float = 0.0, cfg_interval: tuple[float, float] = (0.0, 1.0),
+           neg_cond: Any = None, cfg_strength: float | None = None, cfg_interval: tuple[float, float] = (0.0, 1.0),
            convention: str = "trellis", guidance_rescale: float = 0.0, sigma_min: float = 1e-5,
            concat_cond: Latent | None = None, return_trajectory: bool = True):
   """Integrates dx/dt = v from t = 1 (``noise``) to t = 0 with ``steps`` Euler steps.
@@ -52,7 +52,7 @@ def sample(velocity_fn: VelocityFn, noise: Latent, *, steps: int, rescale_t: flo
       "trellis": w in ``v = (1 + w) v_cond - w v_uncond``, 0 disables guidance;
       "trellis2": g (upstream's ``guidance_strength``) in ``v = g v_cond + (1 - g) v_uncond``, 1
       disables guidance and 0 is the unconditional branch alone. The same velocity for g = 1 + w.
-      Where a coefficient is 0, one forward per step.
+      Where a coefficient is 0, one forward per step. None (default): no guidance.
     cfg_interval: (lo, hi), guidance only at steps whose start time t satisfies lo <= t <= hi
       (TRELLIS.2's ``guidance_interval``).
     convention: "trellis" or "trellis2" (see ``cfg_strength``).
@@ -67,6 +67,8 @@ def sample(velocity_fn: VelocityFn, noise: Latent, *, steps: int, rescale_t: flo
     dense, an array ``[steps, B, ...]``; sparse, a list of ``steps`` SparseTensors sharing the
     noise's coords and mask. Sparse padding rows stay zero.
   """
+  if cfg_strength is None:   # no guidance, whatever the convention
+    cfg_strength = {"trellis": 0.0, "trellis2": 1.0}.get(convention, 0.0)
   _, b = weights(cfg_strength, convention)
   schedule = euler_schedule(steps, rescale_t, cfg_interval, -b)   # -b: the TRELLIS-convention weight
   x = noise if latents.is_sparse(noise) else jnp.asarray(noise)
@@ -108,13 +110,13 @@ def sample(velocity_fn: VelocityFn, noise: Latent, *, steps: int, rescale_t: flo
 
 def jit_sample(apply_fn: Callable[..., Latent]):
   """``apply_fn(params, x, t, cond) -> v`` -> a jitted ``(params, noise, cond=None, neg_cond=None,
-  concat_cond=None, *, steps, rescale_t=1.0, cfg_strength=0.0, cfg_interval=(0.0, 1.0),
+  concat_cond=None, *, steps, rescale_t=1.0, cfg_strength=None, cfg_interval=(0.0, 1.0),
   convention="trellis", guidance_rescale=0.0, sigma_min=1e-5, return_trajectory=False)``.
 
   The params are a traced argument (never compile-time constants) and the settings are static
   (``cfg_interval`` a tuple): one compilation per step count and settings.
   """
-  def run(params, noise, cond=None, neg_cond=None, concat_cond=None, *, steps, rescale_t=1.0, cfg_strength=0.0,
+  def run(params, noise, cond=None, neg_cond=None, concat_cond=None, *, steps, rescale_t=1.0, cfg_strength=None,
           cfg_interval=(0.0, 1.0), convention="trellis", guidance_rescale=0.0, sigma_min=1e-5,
           return_trajectory=False):
     return sample(functools.partial(apply_fn, params), noise, steps=steps, rescale_t=rescale_t, cond=cond,
