@@ -2,7 +2,10 @@
 
 ``ss_flow_L`` / ``slat_flow_L``: the published settings (MDT-dist's json configs) for TRELLIS-image-
 large. ``ss_toy`` / ``slat_toy``: the toy benchmark on a 2-core CPU, starting from the shipped toy
-teachers; their values are tuned for the toy, each with why.
+teachers; their values are tuned for the toy, each with why. ``trellis2_{ss,shape,tex}_tiny``:
+TRELLIS.2's sparse-structure, shape and texture stages at the size of its fixtures (the teachers are
+the fixture checkpoints), for tests of the objective on TRELLIS.2's networks; their batches are
+synthetic (no dataset yields TRELLIS.2 latents yet).
 """
 from pathlib import Path
 
@@ -12,8 +15,13 @@ from configs import common, models
 
 _REPO = Path(__file__).resolve().parents[1]
 
-VARIANTS = ("ss_toy", "slat_toy", "ss_flow_L", "slat_flow_L")
+VARIANTS = ("ss_toy", "slat_toy", "ss_flow_L", "slat_flow_L", "trellis2_ss_tiny", "trellis2_shape_tiny",
+            "trellis2_tex_tiny")
 TOY_TEACHERS = {"ss_toy": str(_REPO / "teachers/ss_toy"), "slat_toy": str(_REPO / "teachers/slat_toy")}
+# TRELLIS.2 stage -> (model config, the fixture checkpoint of that config, teacher guidance g).
+_TRELLIS2_TINY = {"ss": (models.TRELLIS2_SS_TINY, "ss_flow", 7.5),
+                  "shape": (models.TRELLIS2_SHAPE_TINY, "shape_flow", 7.5),
+                  "tex": (models.TRELLIS2_TEX_TINY, "tex_flow", 1.0)}
 
 
 def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
@@ -21,6 +29,8 @@ def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/distill.py: unknown variant {variant!r}; known: {VARIANTS}")
   config = common.base_config()  # objective vm_vd, discrete, D 0.01, w 40/100, lambda 1/1, d_norm, LN(1, 1)
   config.student_init = "teacher"     # the student starts as a copy of the teacher, as in the paper.
+  if variant.startswith("trellis2_"):
+    return _trellis2_tiny(config, variant.split("_")[1])
   if variant.endswith("_L"):
     config.stage = variant.split("_")[0]
     config.model = ml_collections.ConfigDict(models.SS_FLOW_L if config.stage == "ss" else models.SLAT_FLOW_L)
@@ -69,4 +79,24 @@ def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
   config.log_every = 25
   config.checkpoint_every = 100
   config.snapshot_steps = (4, 2, 1)
+  return config
+
+
+def _trellis2_tiny(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
+  """A TRELLIS.2 stage at fixture size; the objective is the published one (VM+VD, discrete, D 0.01,
+  d_norm, LN(1, 1) draws) with TRELLIS.2's guidance convention."""
+  model, checkpoint, guidance = _TRELLIS2_TINY[stage]
+  config.stage = "ss" if stage == "ss" else "slat"   # dense, or sparse latents (shape and texture)
+  config.model = ml_collections.ConfigDict(model)
+  config.teacher_checkpoint = str(_REPO / "tests/fixtures/trellis2" / checkpoint)
+  # The targets guide the teacher as TRELLIS.2's sampler does, g v_c + (1 - g) v_u with zeros as the
+  # negative condition: g 7.5 for the sparse-structure and shape stages, 1 (no guidance) for the
+  # texture stage, the upstream app's defaults, so that the student learns the sampler users run.
+  # (CFG-rescale acts on the sampler's x0 and is not part of the targets.)
+  config.guidance_convention = "trellis2"
+  config.cfg_teacher_vm = guidance
+  config.cfg_teacher_vd = guidance
+  config.batch_size_per_device = 2
+  config.total_steps = 2
+  config.log_every = 1
   return config

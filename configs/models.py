@@ -22,3 +22,13 @@ SLAT_FLOW_L = {"name": "ElasticSLatFlowModel", "args": dict(
     resolution=64, in_channels=8, out_channels=8, model_channels=1024, cond_channels=1024, num_blocks=24,
     num_heads=16, mlp_ratio=4, patch_size=2, num_io_res_blocks=2, io_block_channels=(128,), pe_mode="ape",
     qk_rms_norm=True, use_fp16=True)}
+
+# TRELLIS.2's three flows at the size of its fixtures (tests/fixtures/trellis2: ss_flow, shape_flow,
+# tex_flow): its released flags (rope, share_mod, both q/k norms, mlp_ratio 5.3334, "scaled" init) at
+# width 64, 2 blocks, condition width 48. The texture flow's input is 8 noise + 8 shape-latent channels.
+_TRELLIS2_TINY = dict(in_channels=8, out_channels=8, model_channels=64, cond_channels=48, num_blocks=2, num_heads=2,
+                      mlp_ratio=5.3334, pe_mode="rope", share_mod=True, initialization="scaled", qk_rms_norm=True,
+                      qk_rms_norm_cross=True)
+TRELLIS2_SS_TINY = {"name": "SparseStructureFlowModel", "args": dict(_TRELLIS2_TINY, resolution=8)}
+TRELLIS2_SHAPE_TINY = {"name": "ElasticSLatFlowModel", "args": dict(_TRELLIS2_TINY, resolution=32)}
+TRELLIS2_TEX_TINY = {"name": "ElasticSLatFlowModel", "args": dict(_TRELLIS2_TINY, resolution=32, in_channels=16)}

@@ -6,6 +6,9 @@ and ours (an orbax directory of ``params`` + the same json ``config``), read and
     save_checkpoint("out/stem", model, params)   # model_config: the module or a {"name", "args"} dict
     model, params = load_model(path)             # either format: the one loader of every entry point
 
+TRELLIS.2 files (same class names, other config fields) go through the same functions: the family
+is told from the config's fields (``registry.detect_family``) or forced with ``family=``.
+
 What a model is (its class, config fields, init) is ``mdt_jax.models.registry``'s; this module only
 translates: per TRELLIS class one row of :data:`TABLES` says how its ``weight`` tensors' axes map
 (:mod:`conversion.common`'s structural key map does the rest). ``params_to_state_dict`` /
@@ -65,17 +68,18 @@ TABLES: dict[str, Table] = {
     "ElasticSLatFlowModel": _SLAT,
     "SparseStructureDecoder": Table(),
 }
+TRELLIS2_TABLES: dict[str, Table] = {name: Table(stacked=("blocks",)) for name in registry.TRELLIS2_MODELS}
 assert set(TABLES) == set(registry.MODELS), "every registered model needs a conversion table"
 
 
 def table(model) -> Table:
-  return TABLES[type(model).__name__]
+  return (TRELLIS2_TABLES if registry.family_of(model) == "trellis2" else TABLES)[type(model).__name__]
 
 
-def _build(config: Mapping[str, Any], source: str, *, dtype=None):
+def _build(config: Mapping[str, Any], source: str, *, dtype=None, family=None):
   """registry.build_model, its config errors naming the file they came from."""
   try:
-    return build_model(config, dtype=dtype)
+    return build_model(config, dtype=dtype, family=family)
   except registry.ModelConfigError as e:
     raise ConversionError(f"{source}: {e}") from e
 
@@ -96,8 +100,20 @@ def params_to_state_dict(model, tree) -> dict[str, np.ndarray]:
   return common.tree_to_state_dict(tree, table(model).weight_layout)
 
 
+def _drop_recomputed_buffers(model, state_dict, source: str):
+  """Upstream buffers that are a function of the config (TRELLIS.2's ``rope_phases``): checked for
+  shape when present, then dropped."""
+  buffers = getattr(model, "recomputed_buffers", dict)()
+  for key, shape in buffers.items():
+    if key in state_dict and tuple(np.shape(state_dict[key])) != shape:
+      raise ConversionError(f"{source}: shape mismatch for buffer {key!r}: checkpoint "
+                            f"{tuple(np.shape(state_dict[key]))}, model {shape}")
+  return {k: v for k, v in state_dict.items() if k not in buffers}
+
+
 def state_dict_to_params(model, state_dict: Mapping[str, np.ndarray], *, source: str = "state dict"):
   """Strictly checked ``{trellis_key: array}`` -> float32 Flax params for ``model``."""
+  state_dict = _drop_recomputed_buffers(model, state_dict, source)
   common.check_state_dict(expected_shapes(model), state_dict, source)
   tree = table(model).from_trellis_tree(common.state_dict_to_tree(state_dict, table(model).weight_layout))
   params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float32)), tree)
@@ -124,14 +140,16 @@ def _stem(path: str | Path) -> Path:
   return Path(str(path).removesuffix(".json").removesuffix(".safetensors"))
 
 
-def load_checkpoint(stem: str | Path, *, dtype=None):
-  """Reads ``stem.json`` + ``stem.safetensors`` -> ``(model, params)``.
+def load_checkpoint(stem: str | Path, *, dtype=None, family: str | None = None):
+  """Reads ``stem.json`` + ``stem.safetensors`` -> ``(model, params)``, TRELLIS and TRELLIS.2 alike.
 
   Params are float32 whatever the file stores; ``dtype`` is the compute dtype of the model's
-  trunk (float32 unless ``jnp.bfloat16``/``jnp.float16`` is asked for).
+  trunk (float32 unless ``jnp.bfloat16``/``jnp.float16`` is asked for; for TRELLIS.2 the config's
+  ``dtype`` by default). ``family`` ("trellis", "trellis2") forces the family the config's fields
+  would tell (``registry.detect_family``).
   """
   stem = _stem(stem)
-  model = _build(read_config(stem), f"{stem}.json", dtype=dtype)
+  model = _build(read_config(stem), f"{stem}.json", dtype=dtype, family=family)
   weights = Path(str(stem) + ".safetensors")
   params = state_dict_to_params(model, common.read_safetensors(weights), source=str(weights))
   return model, params
@@ -140,16 +158,20 @@ def load_checkpoint(stem: str | Path, *, dtype=None):
 def save_checkpoint(path: str | Path, model_config_or_model, params, *, storage_dtype=None):
   """Writes ``path.json`` + ``path.safetensors`` in TRELLIS's format.
 
-  Every tensor is float16 when the config has ``use_fp16``, else float32, unless ``storage_dtype``
-  says otherwise (the toy teachers are stored as float16 and computed in float32). Both files are
-  written atomically; nothing is written if the params do not fit the model.
+  Every tensor is float16 when the config has ``use_fp16`` (TRELLIS), of the config's ``dtype``
+  (TRELLIS.2), else float32, unless ``storage_dtype`` says otherwise (the toy teachers are stored as
+  float16 and computed in float32). TRELLIS.2's recomputed ``rope_phases`` is not written (its
+  loader tolerates the absence). Both files are written atomically; nothing is written if the
+  params do not fit the model.
   """
   model = _as_model(model_config_or_model)
   config = model_config(model)
   stem = _stem(path)
   state_dict = params_to_state_dict(model, params)
   common.check_state_dict(expected_shapes(model), state_dict, f"params for {stem}")
-  dtype = storage_dtype or (np.float16 if config["args"].get("use_fp16") else np.float32)
+  dtype = storage_dtype or (np.float16 if config["args"].get("use_fp16") else
+                            jnp.bfloat16 if config["args"].get("dtype") == "bfloat16" else
+                            np.float16 if config["args"].get("dtype") == "float16" else np.float32)
   state_dict = {k: np.asarray(v).astype(dtype) for k, v in state_dict.items()}
   common.write_safetensors(Path(str(stem) + ".safetensors"), state_dict)
   common.atomic_write(Path(str(stem) + ".json"),

@@ -62,6 +62,18 @@ def valid_count(x: Latent) -> jax.Array:
   return sample_sum(x, jnp.ones_like(feats(x), jnp.float32))
 
 
+def sample_std(x: Latent) -> jax.Array:
+  """Per-sample standard deviation of ``x``'s values -> [B], as TRELLIS.2 computes it: a dense
+  latent's over all its non-batch elements, unbiased (N - 1, ``torch.std``); a sparse one's over the
+  sample's rows x channels, population, one pass: ``sqrt(E[v^2] - E[v]^2)`` (``VarLenTensor.std``)."""
+  values = feats(x)
+  if not is_sparse(x):
+    return jnp.std(values.reshape(values.shape[0], -1), axis=-1, ddof=1)
+  n = valid_count(x)
+  mean_ = sample_sum(x, values) / n
+  return jnp.sqrt(sample_sum(x, jnp.square(values)) / n - jnp.square(mean_))
+
+
 def mean(x: Latent, values: jax.Array) -> jax.Array:
   """Mean of ``values`` (shaped like ``feats(x)``) over all valid elements of the batch."""
   return jnp.sum(sample_sum(x, values)) / jnp.sum(valid_count(x))

@@ -2,8 +2,10 @@
 
 Cases: a model case (``NAME.json`` naming a model class + ``NAME.safetensors`` + ``NAME.io.npz``),
 a sampler case (``sampler_*.io.npz``), an MDT loss case (``mdt_loss_*.io.npz``), an MDT
-prediction/target case (``mdt_v_pred_tgt.io.npz``). Auxiliary files are not cases. Anything else
-makes :func:`scan` raise, naming the file.
+prediction/target case (``mdt_v_pred_tgt.io.npz``), an image-encoder case (a directory ``NAME/``
+in the transformers layout, ``config.json`` + ``model.safetensors``, with ``NAME.io.npz``: TRELLIS.2's
+DINOv3). Auxiliary files are not cases. Anything else makes :func:`scan` raise, naming the file.
+TRELLIS.2's directory (``MDT_TRELLIS2_FIXTURES``) is scanned the same way.
 """
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ from pathlib import Path
 
 TESTS_DIR = Path(__file__).resolve().parent
 TRELLIS_DIR = Path(os.environ.get("MDT_TRELLIS_FIXTURES", TESTS_DIR / "fixtures" / "trellis"))
-AUXILIARY = ("manifest.json", "trellis_param_shapes.json", "README.md")
+TRELLIS2_DIR = Path(os.environ.get("MDT_TRELLIS2_FIXTURES", TESTS_DIR / "fixtures" / "trellis2"))
+AUXILIARY = ("manifest.json", "trellis_param_shapes.json", "trellis2_param_shapes.json", "README.md")
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-  kind: str            # "model", "sampler", "mdt_loss", "mdt_v_pred_tgt"
+  kind: str            # "model", "sampler", "mdt_loss", "mdt_v_pred_tgt", "encoder"
   name: str            # file stem, e.g. "ss_flow" or "sampler_cfg"
   io: Path             # the .io.npz
   model_name: str = ""  # model cases: the TRELLIS class in NAME.json
@@ -49,6 +52,10 @@ def scan(directory: Path = TRELLIS_DIR) -> list[Case]:
     name = path.name
     if name in AUXILIARY or name.endswith(".grads.safetensors"):
       understood.add(name)
+    elif path.is_dir() and {"config.json", "model.safetensors"} <= {p.name for p in path.iterdir()}:
+      if (directory / f"{name}.io.npz").exists():
+        understood |= {name, f"{name}.io.npz"}
+        cases.append(Case("encoder", name, directory / f"{name}.io.npz"))
     elif name.endswith(".json") and _model_name(path):
       stem = name.removesuffix(".json")
       if (directory / f"{stem}.safetensors").exists():

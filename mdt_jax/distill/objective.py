@@ -74,6 +74,16 @@ def _per_sample_mean(x, values):
   return latents.sample_sum(x, values) / latents.valid_count(x)
 
 
+def with_concat_cond(apply, concat_cond):
+  """``apply(params, x, t, cond)`` of a network that takes TRELLIS.2's ``concat_cond`` (the texture
+  flow's shape latent, on the rows of the batch's x0): every call's x holds k copies of x0's layout
+  (``latents.concat`` of x0-shaped latents), so ``concat_cond`` is repeated k times alongside."""
+  def call(params, x, t, cond):
+    k = latents.feats(x).shape[0] // latents.feats(concat_cond).shape[0]
+    return apply(params, x, t, cond, concat_cond=concat_cond if k == 1 else latents.concat([concat_cond] * k))
+  return call
+
+
 def objective(student_params, teacher_params, batch: dict, rng: jax.Array, *, student_apply, teacher_apply,
               config, draws: Optional[dict] = None):
   """-> (scalar loss, metrics). See the module docstring; docs/design.md, Velocity functions and the objective.
@@ -81,13 +91,18 @@ def objective(student_params, teacher_params, batch: dict, rng: jax.Array, *, st
   config: an :class:`ObjectiveSpec` (what jitted callers close over) or a config holding its fields.
 
   batch: ``x0`` (dense [B, ...] or SparseTensor), ``cond`` [B, L, C], optional ``neg_cond``
-  (zeros by default). ``draws`` overrides random draws by name (``noise``, ``t_z``, ``noise_fake``).
+  (zeros by default), optional ``concat_cond`` (TRELLIS.2's texture stage: the shape latent on x0's
+  rows, passed to both networks on every call: :func:`with_concat_cond`). ``draws`` overrides
+  random draws by name (``noise``, ``t_z``, ``noise_fake``).
   metrics: ``loss``, ``loss_vm``, ``loss_vd`` (each with its lambda; 0 when unused), ``loss_cm`` or
   ``loss_fm`` for those objectives, ``t_bin_loss`` [10] (mean loss per
   equal bin of t, 0 where empty) and ``t_bin_count`` [10].
   """
   spec = ObjectiveSpec.of(config)
   x0, cond = batch["x0"], batch["cond"]
+  if batch.get("concat_cond") is not None:
+    student_apply = with_concat_cond(student_apply, batch["concat_cond"])
+    teacher_apply = teacher_apply and with_concat_cond(teacher_apply, batch["concat_cond"])
   neg_cond = batch.get("neg_cond")
   neg_cond = jnp.zeros_like(cond) if neg_cond is None else neg_cond
   key_draws, key_drop, key_w_vm, key_w_vd = jax.random.split(rng, 4)
@@ -123,7 +138,7 @@ def objective(student_params, teacher_params, batch: dict, rng: jax.Array, *, st
   pairs = predictions_and_targets(student_apply, student_params, teacher_apply, teacher_params, branches,
                                   kind=spec.target, interval=spec.distill_interval, sigma_min=sigma_min,
                                   d_norm=spec.d_norm, d_norm_c=spec.d_norm_c, d_norm_over=spec.d_norm_over,
-                                  multiphase=spec.multiphase)
+                                  multiphase=spec.multiphase, convention=spec.guidance_convention)
   terms, weights = {}, {}
   if use_vm:
     pred, target = pairs[0]

@@ -12,6 +12,7 @@ OBJECTIVES = ("fm", "vm", "vd", "vm_vd", "cm")
 DISTILL_TYPES = ("discrete", "continuous")
 D_NORM_OVER = ("sample", "element")
 T_SCHEDULES = ("logitNormal", "uniform")
+GUIDANCE_CONVENTIONS = ("trellis", "trellis2")   # mdt_jax.flow.guidance: TRELLIS.2's g is TRELLIS's 1 + w
 
 
 def _choice(name: str, value, allowed):
@@ -34,7 +35,7 @@ class TSchedule:
 class ObjectiveSpec:
   """The objective's fields of a training config (docs/design.md, Config names; defaults as
   ``mdt_jax.distill.objective_config``). Guidance ``cfg_teacher_*`` is a float or a tuple to draw one
-  from per step."""
+  from per step, in ``guidance_convention`` (TRELLIS's w, or TRELLIS.2's g = 1 + w)."""
   objective: str = "vm_vd"
   distill_type: str = "discrete"
   distill_interval: float = 0.01
@@ -51,9 +52,11 @@ class ObjectiveSpec:
   rescale_t: float = 1.0
   t_schedule: TSchedule = TSchedule()
   vd_fresh_draws: bool = False
+  guidance_convention: str = "trellis"
 
   def __post_init__(self):
     _choice("objective", self.objective, OBJECTIVES)
+    _choice("guidance_convention", self.guidance_convention, GUIDANCE_CONVENTIONS)
     _choice("distill_type", self.distill_type, DISTILL_TYPES)
     _choice("d_norm_over", self.d_norm_over, D_NORM_OVER)
 

@@ -142,11 +142,12 @@ TARGETS = {"discrete": discrete_targets, "continuous": continuous_targets, "cm":
 def predictions_and_targets(student_apply: Apply, student_params, teacher_apply: Apply, teacher_params,
                             branches: list[Branch], *, kind: str, interval: float, sigma_min: float,
                             d_norm: bool, d_norm_c: float = 0.1, d_norm_over: str = "sample",
-                            multiphase: int = 1) -> list[tuple[Latent, Latent]]:
+                            multiphase: int = 1, convention: str = "trellis") -> list[tuple[Latent, Latent]]:
   """-> per branch ``(prediction, target)`` of the target ``kind`` (a key of :data:`TARGETS`).
 
-  The teacher runs once on all branches and both guidance halves; the target never carries
-  gradient; the prediction carries it when the branch's ``u_pred`` did.
+  The teacher runs once on all branches and both guidance halves (each branch's w in
+  ``convention``, ``flow.guidance``); the target never carries gradient; the prediction carries it
+  when the branch's ``u_pred`` did.
   """
   if kind not in TARGETS:
     raise ValueError(f"target kind must be one of {tuple(TARGETS)}, got {kind!r}")
@@ -154,6 +155,6 @@ def predictions_and_targets(student_apply: Apply, student_params, teacher_apply:
   teacher_params = jax.lax.stop_gradient(teacher_params)
   x_ts = [diffuse(b.x0, b.noise, b.t, sigma_min) for b in branches]
   v_teacher = guided(functools.partial(teacher_apply, teacher_params),
-                     [(x_t, b.t, b.cond, b.neg_cond, b.w) for x_t, b in zip(x_ts, branches)])
+                     [(x_t, b.t, b.cond, b.neg_cond, b.w) for x_t, b in zip(x_ts, branches)], convention=convention)
   return TARGETS[kind](student, branches, x_ts, v_teacher, interval=interval, d_norm=d_norm, d_norm_c=d_norm_c,
                        d_norm_over=d_norm_over, multiphase=multiphase)

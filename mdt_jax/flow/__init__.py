@@ -2,7 +2,8 @@
 
 * ``paths``: x_t, the velocity target, conversions between v, x0 and eps.
 * ``schedules``: host-side float64 time grids, TRELLIS's ``rescale_t`` warp.
-* ``guidance``: classifier-free guidance with both branches in one forward pass.
+* ``guidance``: classifier-free guidance (TRELLIS's and TRELLIS.2's conventions, CFG-rescale) with both
+  branches in one forward pass.
 * ``samplers``: ``sample`` (Euler, CFG, guidance interval; one compiled loop) and ``jit_sample``.
 """
 from mdt_jax.flow.paths import (diffuse, eps_from_v, noise_scale, v_from_eps, v_from_x0, velocity_target,

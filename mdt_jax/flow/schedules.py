@@ -75,7 +75,7 @@ class EulerSchedule:
 def euler_schedule(steps: int, rescale_t: float = 1.0, cfg_interval: tuple[float, float] = (0.0, 1.0),
                    cfg_strength: float = 0.0) -> EulerSchedule:
   """The schedule of TRELLIS's Euler (and CFG / guidance-interval) samplers; no guidance at all when
-  ``cfg_strength`` is 0."""
+  ``cfg_strength`` (TRELLIS's w; TRELLIS.2's g is 1 + w) is 0."""
   lo, hi = cfg_interval
   t = time_grid(steps, rescale_t)
   guidance = (t[:-1] >= lo) & (t[:-1] <= hi) & (cfg_strength != 0.0)

@@ -73,21 +73,37 @@ class LayerScale(nn.Module):
     return x * gamma.astype(self.dtype)
 
 
+def rotate_last_tokens(x: jax.Array, rope) -> jax.Array:
+  """DINOv3's rotary embedding of the last N tokens (the patches; cls and registers untouched),
+  half-split convention: ``x cos + rotate_half(x) sin`` with ``rotate_half(x) = [-x2, x1]``.
+  x [B, L, H, hd]; rope (cos, sin), each [N, hd] float32. Computed in float32."""
+  cos, sin = rope
+  n, half = cos.shape[0], x.shape[-1] // 2
+  tail = x[:, -n:].astype(jnp.float32)
+  rotated = jnp.concatenate([-tail[..., half:], tail[..., :half]], axis=-1)
+  tail = tail * cos[None, :, None, :] + rotated * sin[None, :, None, :]
+  return jnp.concatenate([x[:, :-n], tail.astype(x.dtype)], axis=1)
+
+
 class Attention(nn.Module):
-  """Multi-head self-attention over all tokens, no mask: [B, L, D] -> [B, L, D]."""
+  """Multi-head self-attention over all tokens, no mask: [B, L, D] -> [B, L, D]; ``rope``
+  (DINOv3): (cos, sin) [N, hd] rotating q and k of the last N tokens (:func:`rotate_last_tokens`)."""
   num_heads: int
   qkv_bias: bool = True
   proj_bias: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, rope=None) -> jax.Array:
     b, length, dim = x.shape
     if dim % self.num_heads:
       raise ValueError(f"embed_dim {dim} is not divisible by num_heads {self.num_heads}")
     qkv = nn.Dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype, kernel_init=_init, name="qkv")(x)
     qkv = qkv.reshape(b, length, 3, self.num_heads, dim // self.num_heads)
-    out = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])  # [B, L, H, hd]
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if rope is not None:
+      q, k = rotate_last_tokens(q, rope), rotate_last_tokens(k, rope)
+    out = attention(q, k, v)  # [B, L, H, hd]
     return nn.Dense(dim, use_bias=self.proj_bias, dtype=self.dtype, kernel_init=_init,
                     name="proj")(out.reshape(b, length, dim))
 
@@ -106,12 +122,13 @@ class Mlp(nn.Module):
     return nn.Dense(dim, use_bias=self.use_bias, dtype=self.dtype, kernel_init=_init, name="fc2")(h)
 
 
-def _layer_norm(dtype, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=NORM_EPS, dtype=dtype, use_fast_variance=False, name=name)
+def _layer_norm(dtype, name: str, eps: float = NORM_EPS) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=eps, dtype=dtype, use_fast_variance=False, name=name)
 
 
 class Block(nn.Module):
-  """Pre-norm transformer block with LayerScale: [B, L, D] -> [B, L, D]."""
+  """Pre-norm transformer block with LayerScale: [B, L, D] -> [B, L, D] (``rope``: DINOv3's, see
+  :class:`Attention`)."""
   num_heads: int
   mlp_hidden: int
   qkv_bias: bool = True
@@ -119,15 +136,16 @@ class Block(nn.Module):
   ffn_bias: bool = True
   init_values: float | None = 1.0
   dtype: Any = jnp.float32
+  norm_eps: float = NORM_EPS
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, rope=None) -> jax.Array:
     h = Attention(self.num_heads, self.qkv_bias, self.proj_bias, self.dtype,
-                  name="attn")(_layer_norm(self.dtype, "norm1")(x))
+                  name="attn")(_layer_norm(self.dtype, "norm1", self.norm_eps)(x), rope)
     if self.init_values:
       h = LayerScale(self.init_values, self.dtype, name="ls1")(h)
     x = x + h
-    h = Mlp(self.mlp_hidden, self.ffn_bias, self.dtype, name="mlp")(_layer_norm(self.dtype, "norm2")(x))
+    h = Mlp(self.mlp_hidden, self.ffn_bias, self.dtype, name="mlp")(_layer_norm(self.dtype, "norm2", self.norm_eps)(x))
     if self.init_values:
       h = LayerScale(self.init_values, self.dtype, name="ls2")(h)
     return x + h

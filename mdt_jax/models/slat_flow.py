@@ -1,7 +1,7 @@
 """TRELLIS's SLatFlowModel (and ElasticSLatFlowModel): the sparse stage-2 U-DiT over active voxels."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -12,7 +12,7 @@ from mdt_jax.models.attention import Packing
 from mdt_jax.models.embeddings import TimestepEmbedder, absolute_position_embedding
 from mdt_jax.models.norms import LayerNorm32
 from mdt_jax.models.sparse_resblock import SparseResBlock3d
-from mdt_jax.models.transformer import RematPolicy, block_outputs, block_stack, remat_policy
+from mdt_jax.models.transformer import Elastic, RematPolicy, block_outputs, block_stack, remat_policy
 from mdt_jax.sparse.neighbours import neighbour_table
 from mdt_jax.sparse.resample import downsampling
 from mdt_jax.sparse.tensor import SparseTensor
@@ -140,18 +140,7 @@ class SLatFlowModel(RematPolicy, nn.Module):
       k += 1
 
     ape = absolute_position_embedding(h.coords[:, 1:], c).astype(self.dtype)
-    tokens = jnp.where(h.mask[:, None], h.feats + ape, 0)[None]                 # [1, cap_c, C]
-    segment_ids = h.segment_ids[None]
-    num_cond = cond.shape[1]
-    cond_tokens = cond.reshape(1, b * num_cond, cond.shape[-1])                # [1, B L, C_cond]
-    cond_segment_ids = jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_cond)[None]
-    packing = Packing(num_segments=b)     # a sample may hold every row of the level
-    blocks = block_stack(self.num_blocks, remat=self.rematerialise, policy=self.remat_policy)
-    tokens, outputs = blocks(c, self.heads, self.mlp_ratio, share_mod=self.share_mod, qk_rms_norm=self.qk_rms_norm,
-                       qk_rms_norm_cross=self.qk_rms_norm_cross, packing=packing, dtype=self.dtype, name="blocks")(
-        tokens, mod, cond_tokens, segment_ids, cond_segment_ids)
-    block_outputs(outputs)
-    h = h.replace_feats(jnp.where(h.mask[:, None], tokens[0], 0))
+    h = h.replace_feats(packed_blocks(self, h.replace_feats(h.feats + ape), mod, cond))
 
     k = 0
     for level in reversed(range(len(stages))):
@@ -169,12 +158,28 @@ class SLatFlowModel(RematPolicy, nn.Module):
     return x.replace_feats(jnp.where(overflow, jnp.nan, out))
 
 
-class ElasticSLatFlowModel(SLatFlowModel):
-  """The same network and parameters, its blocks always rematerialised (TRELLIS's memory-saving
-  variant) under ``remat_policy`` (default: save nothing; ``with_remat_policy`` for another)."""
-  remat_policy: ClassVar[Optional[str]] = "nothing_saveable"
+def packed_blocks(model, h: SparseTensor, mod, cond, *, rope=None, block_modulation: bool = False,
+                  kernel_stds=None):
+  """The transformer blocks of a sparse flow (TRELLIS and TRELLIS.2) over ``h``'s rows, called inside
+  ``model``'s compact ``__call__``: all rows as one token row [1, cap, C] with each row's sample
+  index as its segment (attention within a sample), the condition [B, L, Cc] flattened to
+  [1, B L, Cc] with its own segments; ``mod`` [B, C] or [B, 6C]; ``rope`` (cos, sin) [cap, d/2] or
+  None; ``kernel_stds``: the blocks' fresh init (:mod:`initializers`). Returns the new feats
+  [cap, C] (0 on padding rows)."""
+  b, num_cond = h.batch_size, cond.shape[1]
+  tokens = jnp.where(h.mask[:, None], h.feats, 0)[None]
+  cond_tokens = cond.reshape(1, b * num_cond, cond.shape[-1])
+  cond_segment_ids = jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_cond)[None]
+  packing = Packing(num_segments=b)     # a sample may hold every row
+  blocks = block_stack(model.num_blocks, remat=model.rematerialise, policy=model.remat_policy)
+  tokens, outputs = blocks(model.model_channels, model.heads, model.mlp_ratio, share_mod=model.share_mod,
+                           qk_rms_norm=model.qk_rms_norm, qk_rms_norm_cross=model.qk_rms_norm_cross,
+                           block_modulation=block_modulation, kernel_stds=kernel_stds, packing=packing,
+                           dtype=model.dtype, name="blocks")(
+      tokens, mod, cond_tokens, h.segment_ids[None], cond_segment_ids, rope)
+  block_outputs(outputs)
+  return jnp.where(h.mask[:, None], tokens[0], 0)
 
-  @property
-  def rematerialise(self) -> bool:
-    return True
 
+class ElasticSLatFlowModel(Elastic, SLatFlowModel):
+  """The same network and parameters, its blocks always rematerialised (:class:`Elastic`)."""

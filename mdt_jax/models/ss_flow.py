@@ -84,16 +84,9 @@ class SparseStructureFlowModel(RematPolicy, nn.Module):
             jnp.zeros((batch_size, 1, self.cond_channels)))
 
   def check_params(self, params, source: str):
-    """The stored ``pos_emb`` must be the APE table to within one float16 ulp (docs/design.md,
-    Checkpoints, dtypes, stored buffers)."""
-    stored = np.asarray(params["pos_emb"], np.float32)
-    table = np.asarray(self.pos_emb_table())
-    ulp = np.spacing(np.abs(table).astype(np.float16)).astype(np.float32)
-    worst = np.max(np.abs(stored - table) - ulp)
-    if worst > 0:
-      raise ValueError(f"{source}: 'pos_emb' differs from the absolute position embedding of a "
-                       f"{self.grid}^3 grid with {self.model_channels} channels by more than one "
-                       f"float16 ulp (max excess {worst:.3g}); wrong resolution/patch_size/channels?")
+    """The stored ``pos_emb`` must be the APE table (docs/design.md, Checkpoints, dtypes, stored buffers)."""
+    check_pos_emb(params["pos_emb"], self.pos_emb_table(), source,
+                  f"a {self.grid}^3 grid with {self.model_channels} channels; wrong resolution/patch_size/channels?")
 
   def pos_emb_table(self) -> jax.Array:
     """[(R/p)^3, C] float32 APE of the patch grid (fixtures README section 2.3)."""
@@ -103,25 +96,58 @@ class SparseStructureFlowModel(RematPolicy, nn.Module):
   def __call__(self, x, t, cond):
     if self.pe_mode != "ape":
       raise NotImplementedError(f"SparseStructureFlowModel: pe_mode={self.pe_mode!r} (only 'ape')")
-    r, p = self.resolution, self.patch_size
-    if x.ndim != 5 or x.shape[1:] != (r, r, r, self.in_channels):
-      raise ValueError(f"SparseStructureFlowModel: x must be [B, {r}, {r}, {r}, {self.in_channels}] "
-                       f"channels-last, got {x.shape}")
-    if cond.ndim != 3 or cond.shape[-1] != self.cond_channels or t.shape != x.shape[:1]:
-      raise ValueError(f"SparseStructureFlowModel: expected t [B] and cond [B, L, {self.cond_channels}] "
-                       f"for B = {x.shape[0]}, got t {t.shape}, cond {cond.shape}")
-    c = self.model_channels
+    check_dense_inputs(self, x, t, cond)
     pos_emb = self.param("pos_emb", lambda _: self.pos_emb_table())
-    h = initializers.dense(c, "input_layer")(patchify(x.astype(jnp.float32), p)) + pos_emb[None]
-    emb = TimestepEmbedder(c, name="t_embedder")(1000.0 * t)
-    if self.share_mod:
-      emb = initializers.dense(6 * c, "adaLN_modulation_1", kernel_init=initializers.ZERO)(nn.silu(emb))
+    return dense_flow(self, x, t, cond, patch_size=self.patch_size, pos_emb=pos_emb)
 
-    blocks = block_stack(self.num_blocks, remat=self.use_checkpoint, policy=self.remat_policy)
-    h, emb, cond = h.astype(self.dtype), emb.astype(self.dtype), cond.astype(self.dtype)
-    h, outputs = blocks(c, self.heads, self.mlp_ratio, share_mod=self.share_mod, qk_rms_norm=self.qk_rms_norm,
-                        qk_rms_norm_cross=self.qk_rms_norm_cross, dtype=self.dtype, name="blocks")(h, emb, cond)
-    block_outputs(outputs)
-    h = LayerNorm32(1e-5)(h.astype(jnp.float32))
-    h = initializers.dense(self.out_channels * p ** 3, "out_layer", kernel_init=initializers.ZERO)(h)
-    return unpatchify(h, p, self.grid)
+
+def check_pos_emb(stored, table, source: str, what: str):
+  """A stored APE buffer must equal the recomputed ``table`` to within one float16 ulp (docs/design.md,
+  Checkpoints, dtypes, stored buffers); ValueError naming ``source`` and ``what`` it should be otherwise."""
+  stored, table = np.asarray(stored, np.float32), np.asarray(table)
+  ulp = np.spacing(np.abs(table).astype(np.float16)).astype(np.float32)
+  worst = np.max(np.abs(stored - table) - ulp)
+  if worst > 0:
+    raise ValueError(f"{source}: 'pos_emb' differs from the absolute position embedding of {what} by more than "
+                     f"one float16 ulp (max excess {worst:.3g})")
+
+
+def check_dense_inputs(model, x, t, cond):
+  """x [B, R, R, R, in_channels] channels-last, t [B], cond [B, L, cond_channels], or a ValueError
+  naming the model and the shapes."""
+  r, name = model.resolution, type(model).__name__
+  if x.ndim != 5 or x.shape[1:] != (r, r, r, model.in_channels):
+    raise ValueError(f"{name}: x must be [B, {r}, {r}, {r}, {model.in_channels}] channels-last, got {x.shape}")
+  if cond.ndim != 3 or cond.shape[-1] != model.cond_channels or t.shape != x.shape[:1]:
+    raise ValueError(f"{name}: expected t [B] and cond [B, L, {model.cond_channels}] for B = {x.shape[0]}, "
+                     f"got t {t.shape}, cond {cond.shape}")
+
+
+def dense_flow(model, x, t, cond, *, patch_size: int, pos_emb=None, rope=None, block_modulation: bool = False,
+               kernel_stds=None, input_init=initializers.LINEAR):
+  """The dense flow's forward pass (TRELLIS and TRELLIS.2), called inside ``model``'s compact
+  ``__call__`` so that the submodules are its own.
+
+  ``input_layer`` on the patch tokens (+ ``pos_emb`` [tokens, C] in float32); time embedding
+  (+ the shared ``adaLN_modulation_1`` when ``share_mod``); the trunk in ``model.dtype`` (blocks
+  under ``nn.scan``, ``rope`` the tokens' (cos, sin) or None); non-affine LayerNorm (eps 1e-5) and
+  ``out_layer`` in float32; un-patchify. Returns [B, R, R, R, out_channels] float32. ``kernel_stds``
+  and ``input_init``: the fresh init of the blocks and of ``input_layer`` (:mod:`initializers`).
+  """
+  c, p = model.model_channels, patch_size
+  h = initializers.dense(c, "input_layer", kernel_init=input_init)(patchify(x.astype(jnp.float32), p))
+  if pos_emb is not None:
+    h = h + pos_emb[None]
+  emb = TimestepEmbedder(c, name="t_embedder")(1000.0 * t)
+  if model.share_mod:
+    emb = initializers.dense(6 * c, "adaLN_modulation_1", kernel_init=initializers.ZERO)(nn.silu(emb))
+
+  blocks = block_stack(model.num_blocks, remat=model.use_checkpoint, policy=model.remat_policy)
+  h, emb, cond = h.astype(model.dtype), emb.astype(model.dtype), cond.astype(model.dtype)
+  h, outputs = blocks(c, model.heads, model.mlp_ratio, share_mod=model.share_mod, qk_rms_norm=model.qk_rms_norm,
+                      qk_rms_norm_cross=model.qk_rms_norm_cross, block_modulation=block_modulation,
+                      kernel_stds=kernel_stds, dtype=model.dtype, name="blocks")(h, emb, cond, None, None, rope)
+  block_outputs(outputs)
+  h = LayerNorm32(1e-5)(h.astype(jnp.float32))
+  h = initializers.dense(model.out_channels * p ** 3, "out_layer", kernel_init=initializers.ZERO)(h)
+  return unpatchify(h, p, model.resolution // p)

@@ -28,7 +28,8 @@ def per_device(loss_fn):
   function of the same signature ``(params, teacher_params, batch, rng) -> (loss, metrics)``.
 
   batch["x0"]: SparseShards (coords [D, cap, 4], feats [D, cap, C], mask [D, cap], n = batch_size
-  instances a device, static coarse capacities); batch["cond"] [D*n, L, C]. Each device's share is
+  instances a device, static coarse capacities); batch["cond"] [D*n, L, C]; optional
+  batch["concat_cond"] (TRELLIS.2's texture stage) feats [D, cap, C'] on x0's rows. Each device's share is
   its own SparseTensor; the loss is the mean of the per-device losses (as data-parallel training
   averages each rank's mean), the metrics likewise.
   """
@@ -36,13 +37,17 @@ def per_device(loss_fn):
     x0 = batch["x0"]
     devices = x0.coords.shape[0]
     cond = batch["cond"].reshape(devices, x0.batch_size, *batch["cond"].shape[1:])
+    concat = batch.get("concat_cond")
 
-    def one(coords, feats, mask, cond_d, key):
+    def one(coords, feats, mask, cond_d, concat_d, key):
       tensor = SparseTensor(coords=coords, feats=feats, mask=mask, batch_size=x0.batch_size,
                             coarse_capacities=x0.coarse_capacities)
-      return loss_fn(params, teacher_params, {"x0": tensor, "cond": cond_d}, key)
+      device_batch = {"x0": tensor, "cond": cond_d}
+      if concat_d is not None:
+        device_batch["concat_cond"] = tensor.replace_feats(concat_d)
+      return loss_fn(params, teacher_params, device_batch, key)
 
-    losses, metrics = jax.vmap(one)(x0.coords, x0.feats, x0.mask, cond, jax.random.split(rng, devices))
+    losses, metrics = jax.vmap(one)(x0.coords, x0.feats, x0.mask, cond, concat, jax.random.split(rng, devices))
     metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
     return jnp.mean(losses), metrics
   return per_device_loss
