@@ -294,12 +294,11 @@ def render_gaussians(xyz, scaling, rotation, opacity, color, *, extrinsics, intr
   arrays = _pad_gaussians([jnp.asarray(a, jnp.float32) for a in (xyz, scaling, rotation, opacity, color)], n)
   xyz, scaling, rotation, opacity, color, valid = arrays
   if capacity is None:
-    try:
-      counts = np.asarray(_count_views(xyz, scaling, rotation, opacity, valid, extrinsics, intrinsics,
-                                       height=height, width=width))
-    except jax.errors.ConcretizationTypeError as e:
+    if any(isinstance(a, jax.core.Tracer) for a in arrays + [extrinsics, intrinsics]):
       raise ValueError("render_gaussians: pass capacity= when rendering inside jit or grad "
-                       "(mdt_jax.render.pair_capacity of the pair count)") from e
+                       "(pair_capacity(count_tile_pairs(...).max()))")
+    counts = np.asarray(_count_views(xyz, scaling, rotation, opacity, valid, extrinsics, intrinsics,
+                                     height=height, width=width))
     capacity = pair_capacity(int(counts.max(initial=0)))
   rgb, alpha = _render_views(xyz, scaling, rotation, opacity, color, valid, extrinsics, intrinsics,
                              jnp.asarray(bg, jnp.float32), height=height, width=width, capacity=capacity)
