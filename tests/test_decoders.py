@@ -177,3 +177,27 @@ def test_decoder_mesh_extraction_sphere_is_watertight():
   moved = mesh.extract_mesh(coords, feats, grid_resolution=g, use_color=False)
   np.testing.assert_allclose(moved["vertices"], v + [0.25 / g, 0, 0], atol=1e-6)
   np.testing.assert_array_equal(moved["faces"], f)
+
+
+def test_decoder_gaussians_write_a_splat_ply(tmp_path):
+  """Decoded Gaussians -> the 3DGS PLY layout: logit opacities, log scales, positions and rotations turned
+  from z-up to y-up; read back, a viewer's activations give the Gaussians again. Non-finite ones are refused."""
+  from mdt_jax.representations import ply
+  from mdt_jax.render.rasterizer import _quat_to_rotmat
+  gs = next(c for c in CASES if c.model_name.endswith("GaussianDecoder"))
+  model, params = trellis.load_checkpoint(gs.stem)
+  z = np.load(gs.io)
+  out = model.apply({"params": params}, SparseTensor.from_packed(z["coords"], z["feats"]))
+  g = model.apply({"params": params}, out, method="to_representation")[0]
+  ply.write_gaussians_ply(tmp_path / "g.ply", g)
+  back = ply.read_gaussians_ply(tmp_path / "g.ply")
+  assert list(back) == list(ply.PROPERTIES) and len(back["x"]) == len(g["xyz"])
+  xyz = np.asarray(g["xyz"])
+  np.testing.assert_allclose(np.stack([back["x"], back["y"], back["z"]], 1), xyz[:, [0, 2, 1]] * [1, -1, 1], atol=1e-7)
+  np.testing.assert_allclose(1 / (1 + np.exp(-back["opacity"])), np.asarray(g["opacity"])[:, 0], rtol=1e-5)
+  np.testing.assert_allclose(np.exp(np.stack([back[f"scale_{i}"] for i in range(3)], 1)), g["scaling"], rtol=1e-5)
+  np.testing.assert_allclose(np.stack([back[f"f_dc_{i}"] for i in range(3)], 1), np.asarray(g["features_dc"])[:, 0])
+  rot = np.asarray(_quat_to_rotmat(np.stack([back[f"rot_{i}"] for i in range(4)], 1)))
+  np.testing.assert_allclose(rot, ply.Z_UP_TO_Y_UP @ np.asarray(_quat_to_rotmat(g["rotation"])), atol=1e-5)
+  with pytest.raises(ValueError, match="non-finite Gaussian field\\(s\\) \\['scaling'\\]"):
+    ply.write_gaussians_ply(tmp_path / "bad.ply", {**g, "scaling": np.full_like(g["scaling"], np.nan)})
