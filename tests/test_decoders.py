@@ -201,3 +201,15 @@ def test_decoder_gaussians_write_a_splat_ply(tmp_path):
   np.testing.assert_allclose(rot, ply.Z_UP_TO_Y_UP @ np.asarray(_quat_to_rotmat(g["rotation"])), atol=1e-5)
   with pytest.raises(ValueError, match="non-finite Gaussian field\\(s\\) \\['scaling'\\]"):
     ply.write_gaussians_ply(tmp_path / "bad.ply", {**g, "scaling": np.full_like(g["scaling"], np.nan)})
+
+
+def test_decoder_float16_compute_is_trellis_use_fp16():
+  """``dtype=float16`` (TRELLIS's use_fp16: blocks in float16, input/output layers and norms in float32)
+  keeps float32 params and a float32 output within 1e-2 of the float32 golden."""
+  gs = next(c for c in CASES if c.model_name.endswith("GaussianDecoder"))
+  model, params = trellis.load_checkpoint(gs.stem, dtype=jax.numpy.float16)
+  assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(params))
+  z = np.load(gs.io)
+  _, feats = model.apply({"params": params}, SparseTensor.from_packed(z["coords"], z["feats"])).to_packed()
+  assert feats.dtype == np.float32
+  assert_close(feats, z["out"], atol=1e-2, rtol=0, relative_to_max=True, what="float16 compute")
