@@ -231,3 +231,22 @@ def test_decoder_mesh_writes_a_glb(tmp_path):
   np.testing.assert_allclose(back["vertex_colors"], m["vertex_colors"])
   with pytest.raises(ValueError, match="face indices"):
     glb.write_mesh_glb(tmp_path / "bad.glb", m["vertices"], m["faces"] + len(m["vertices"]))
+
+
+def test_decoder_windowed_attention_implementations_agree(monkeypatch):
+  """Past 256 voxels the CPU attention is the blocked one: on two 536-voxel shells (random weights, the
+  gs_dec config) it gives the plain formula's output (windows sorted contiguous, other windows skipped)."""
+  from conftest import random_zero_inits
+  from mdt_jax.models.registry import init_params
+  gs = next(c for c in CASES if c.model_name.endswith("GaussianDecoder"))
+  model = trellis.build_model(json.loads(gs.stem.with_suffix(".json").read_text()))
+  params = random_zero_inits(init_params(model, jax.random.key(0)))
+  ijk = np.stack(np.meshgrid(*[np.arange(model.resolution)] * 3, indexing="ij"), -1).reshape(-1, 3)
+  shell = ijk[np.abs(np.linalg.norm(ijk + 0.5 - model.resolution / 2, axis=1) - 6) < 0.6]
+  coords = np.concatenate([np.concatenate([np.full((len(shell), 1), b), shell], 1) for b in range(2)]).astype(np.int32)
+  x = SparseTensor.from_packed(coords, np.random.default_rng(0).normal(size=(len(coords), 8)).astype(np.float32))
+  outs = {}
+  for impl in ("xla", "blocked"):
+    monkeypatch.setenv("MDT_ATTENTION", impl)
+    outs[impl] = model.apply({"params": params}, x).to_packed()[1]
+  _close(outs["blocked"], outs["xla"], "blocked vs xla attention")
