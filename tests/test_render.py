@@ -122,3 +122,23 @@ def test_render_gradients_match_finite_differences(monkeypatch):
     analytic = float(jnp.sum(grads[i] * d))
     assert abs(fd - analytic) <= 1e-2 * abs(analytic) + 1e-3, (name, fd, analytic)
   rasterizer._render_views.clear_cache()
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_render_partial_tiles_give_the_crop(case):
+  """A 40 x 50 image (partial tiles on both axes) with the same pixel focal length and centre is the crop
+  of the full render, wherever the EWA clamp (1.3 tan(fov / 2), which depends on the image size) does not
+  bind."""
+  z = np.load(case.io)
+  size = z["rgb"].shape[-1]
+  h, w = 40, 50
+  k = z["intrinsics"][0].astype(np.float64)
+  crop = np.array([[k[0, 0] * size / w, 0, k[0, 2] * size / w], [0, k[1, 1] * size / h, k[1, 2] * size / h], [0, 0, 1]])
+  view = z["xyz"] @ z["extrinsics"][0][:3, :3].T + z["extrinsics"][0][:3, 3]
+  tangents = np.abs(view[:, :2] / view[:, 2:])
+  if np.any(tangents > 1.3 * 0.5 / np.diag(crop)[:2]):
+    pytest.skip("some Gaussian lies where the clamp binds")
+  rgb, alpha = render_gaussians(*(z[k] for k in GAUSSIANS), extrinsics=z["extrinsics"][0], intrinsics=crop,
+                                height=h, width=w, bg=z["bg"])
+  _assert_image_close(rgb, np.moveaxis(z["rgb"][0], 0, -1)[:h, :w], f"{case} cropped rgb")
+  _assert_image_close(alpha, z["alpha"][0][:h, :w], f"{case} cropped alpha")
