@@ -142,3 +142,26 @@ def test_render_partial_tiles_give_the_crop(case):
                                 height=h, width=w, bg=z["bg"])
   _assert_image_close(rgb, np.moveaxis(z["rgb"][0], 0, -1)[:h, :w], f"{case} cropped rgb")
   _assert_image_close(alpha, z["alpha"][0][:h, :w], f"{case} cropped alpha")
+
+
+def test_render_sample_assets_are_written(tmp_path):
+  """A sample's Gaussians and mesh -> its PLY, GLB and PNG of 4 views; existing files are refused unless overwrite;
+  a non-finite sample is named and nothing of it is written."""
+  from mdt_jax.render.assets import NonFiniteAsset, write_sample_assets
+  from mdt_jax.representations import mesh
+  z = np.load(CASES[0].io)                                 # a render case's Gaussians (and its compiled program)
+  g = {k: z[k] for k in GAUSSIANS + ("features_dc",)}
+  size = z["rgb"].shape[-1]
+  cells = np.stack(np.meshgrid(*[np.arange(8)] * 3, indexing="ij"), -1).reshape(-1, 3)
+  sdf = np.linalg.norm((cells[:, None] + mesh.CORNERS[None]) / 8 - 0.5, axis=-1) - 0.3
+  m = mesh.dual_contour(cells, sdf, np.zeros(sdf.shape + (3,)), np.full(sdf.shape + (6,), 0.5), 8)
+  paths = write_sample_assets(tmp_path, 3, g, m, resolution=size)
+  assert sorted(p.name for p in paths.values()) == ["sample_3.png", "sample_3_gaussians.ply", "sample_3_mesh.glb"]
+  from PIL import Image
+  image = np.asarray(Image.open(paths["views"]))
+  assert image.shape == (size, 4 * size, 3) and image.max() > 0
+  with pytest.raises(FileExistsError, match="sample 3"):
+    write_sample_assets(tmp_path, 3, g, m, resolution=size)
+  with pytest.raises(NonFiniteAsset, match=r"sample 4: non-finite \['opacity'\]"):
+    write_sample_assets(tmp_path, 4, {**g, "opacity": np.full_like(g["opacity"], np.inf)}, resolution=size)
+  assert not list(tmp_path.glob("sample_4*"))
