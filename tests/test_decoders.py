@@ -250,3 +250,15 @@ def test_decoder_windowed_attention_implementations_agree(monkeypatch):
     monkeypatch.setenv("MDT_ATTENTION", impl)
     outs[impl] = model.apply({"params": params}, x).to_packed()[1]
   _close(outs["blocked"], outs["xla"], "blocked vs xla attention")
+
+
+def test_decoder_full_attention_is_one_window_per_sample():
+  """``attn_mode="full"`` (each sample attends to all its voxels) equals swin windows wider than the grid."""
+  gs = next(c for c in CASES if c.model_name.endswith("GaussianDecoder"))
+  model, params = trellis.load_checkpoint(gs.stem)
+  z = np.load(gs.io)
+  x = SparseTensor.from_packed(z["coords"], z["feats"])
+  full = model.clone(attn_mode="full").apply({"params": params}, x).to_packed()[1]
+  wide = model.clone(window_size=2 * model.resolution).apply({"params": params}, x).to_packed()[1]
+  _close(full, wide, "full vs one-window swin")
+  assert np.max(np.abs(full - model.apply({"params": params}, x).to_packed()[1])) > 1e-3   # windows matter
