@@ -112,8 +112,12 @@ def test_full_size_decoder_key_map_matches_trellis(name):
   assert sum(counts.values()) == entry["num_parameters"]
 
 
+def _perturbed_gaussian_case():
+  return next(c for c in CASES if c.model_name.endswith("GaussianDecoder") and "hammersley" in np.load(c.io))
+
+
 def test_decoder_bad_checkpoint_and_input_are_named(tmp_path):
-  gs = next(c for c in CASES if c.model_name.endswith("GaussianDecoder"))
+  gs = _perturbed_gaussian_case()
   state = load_file(f"{gs.stem}.safetensors")
   config = json.loads(gs.stem.with_suffix(".json").read_text())
   from safetensors.numpy import save_file
@@ -135,11 +139,12 @@ def test_decoder_bad_checkpoint_and_input_are_named(tmp_path):
 
 
 def test_decoder_offset_perturbation_is_hammersley():
-  gs = next(c for c in CASES if c.model_name.endswith("GaussianDecoder"))
+  gs = _perturbed_gaussian_case()
   z = np.load(gs.io)
   g = len(z["hammersley"])
+  voxel_size = json.loads(gs.stem.with_suffix(".json").read_text())["args"]["representation_config"]["voxel_size"]
   np.testing.assert_array_equal(gaussians.hammersley(g), z["hammersley"])
-  np.testing.assert_allclose(gaussians.offset_perturbation(g, 1.5), z["offset_perturbation"], rtol=1e-6)
+  np.testing.assert_allclose(gaussians.offset_perturbation(g, voxel_size), z["offset_perturbation"], rtol=1e-6)
 
 
 def _sphere_cells(g, radius, centre=(0.0, 0.0, 0.0)):
