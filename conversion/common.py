@@ -43,11 +43,28 @@ class Layout:
     return tuple(flax_shape[a] for a in np.argsort(self.to_flax_axes))
 
 
+@dataclasses.dataclass(frozen=True)
+class MemoryView(Layout):
+  """A torch tensor whose memory is read as another shape (no transpose): spconv's kernel-volume-1 conv
+  multiplies by its ``[out, 1, 1, 1, in]`` weight's memory viewed as ``[in, out]`` (decoder fixtures
+  README, section 4). ``to_flax_axes`` is unused (None)."""
+
+  def to_flax(self, array):
+    return np.reshape(array, (array.shape[-1], array.shape[0]))
+
+  def to_torch(self, array):
+    return np.reshape(array, (array.shape[1], 1, 1, 1, array.shape[0]))
+
+  def torch_shape(self, flax_shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (flax_shape[1], 1, 1, 1, flax_shape[0])
+
+
 SAME = Layout("same", None)
 LINEAR = Layout("linear [out, in] -> [in, out]", (1, 0))
 CONV2D = Layout("conv2d [out, in, kH, kW] -> [kH, kW, in, out]", (2, 3, 1, 0))
 CONV3D = Layout("conv3d [out, in, kD, kH, kW] -> [kD, kH, kW, in, out]", (2, 3, 4, 1, 0))
 SPARSE_CONV3D = Layout("spconv [out, kD, kH, kW, in] -> [kD, kH, kW, in, out]", (1, 2, 3, 4, 0))
+SPARSE_CONV1 = MemoryView("spconv 1x1x1 [out, 1, 1, 1, in] memory read as [in, out]", None)
 
 
 def default_weight_layout(torch_key: str, ndim: int) -> Layout:

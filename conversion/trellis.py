@@ -62,11 +62,19 @@ class Table:
 
 _SLAT = Table(weights=((".conv.weight", 5, common.SPARSE_CONV3D),),  # spconv kernels [out, 3, 3, 3, in]
               stacked=("blocks",))
+# The SLat VAE: the 1x1x1 skip convs of the mesh decoder's subdivision blocks are read as spconv computes
+# them (memory viewed as [in, out]), matched in both directions (5-D on disk, 2-D in our params).
+_SLAT_VAE = Table(weights=((".skip_connection.conv.weight", 5, common.SPARSE_CONV1),
+                           (".skip_connection.conv.weight", 2, common.SPARSE_CONV1),
+                           (".conv.weight", 5, common.SPARSE_CONV3D)),
+                  stacked=("blocks",))
 TABLES: dict[str, Table] = {
     "SparseStructureFlowModel": Table(stacked=("blocks",)),
     "SLatFlowModel": _SLAT,
     "ElasticSLatFlowModel": _SLAT,
     "SparseStructureDecoder": Table(),
+    **{f"{elastic}SLat{kind}": _SLAT_VAE for elastic in ("", "Elastic")
+       for kind in ("GaussianDecoder", "RadianceFieldDecoder", "MeshDecoder", "Encoder")},
 }
 TRELLIS2_TABLES: dict[str, Table] = {name: Table(stacked=("blocks",)) for name in registry.TRELLIS2_MODELS}
 assert set(TABLES) == set(registry.MODELS), "every registered model needs a conversion table"

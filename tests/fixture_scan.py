@@ -4,8 +4,9 @@ Cases: a model case (``NAME.json`` naming a model class + ``NAME.safetensors`` +
 a sampler case (``sampler_*.io.npz``), an MDT loss case (``mdt_loss_*.io.npz``), an MDT
 prediction/target case (``mdt_v_pred_tgt.io.npz``), an image-encoder case (a directory ``NAME/``
 in the transformers layout, ``config.json`` + ``model.safetensors``, with ``NAME.io.npz``: TRELLIS.2's
-DINOv3). Auxiliary files are not cases. Anything else makes :func:`scan` raise, naming the file.
-TRELLIS.2's directory (``MDT_TRELLIS2_FIXTURES``) is scanned the same way.
+DINOv3), a Gaussian render case (``gs_render_*.io.npz``, in the decoder fixtures). Auxiliary files are
+not cases. Anything else makes :func:`scan` raise, naming the file. TRELLIS.2's directory
+(``MDT_TRELLIS2_FIXTURES``) and the decoders' (``MDT_DECODER_FIXTURES``) are scanned the same way.
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from pathlib import Path
 TESTS_DIR = Path(__file__).resolve().parent
 TRELLIS_DIR = Path(os.environ.get("MDT_TRELLIS_FIXTURES", TESTS_DIR / "fixtures" / "trellis"))
 TRELLIS2_DIR = Path(os.environ.get("MDT_TRELLIS2_FIXTURES", TESTS_DIR / "fixtures" / "trellis2"))
-AUXILIARY = ("manifest.json", "trellis_param_shapes.json", "trellis2_param_shapes.json", "README.md")
+DECODER_DIR = Path(os.environ.get("MDT_DECODER_FIXTURES", TESTS_DIR / "fixtures" / "trellis_decoders"))
+AUXILIARY = ("manifest.json", "trellis_param_shapes.json", "trellis2_param_shapes.json",
+             "trellis_decoder_param_shapes.json", "README.md")
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-  kind: str            # "model", "sampler", "mdt_loss", "mdt_v_pred_tgt", "encoder"
+  kind: str            # "model", "sampler", "mdt_loss", "mdt_v_pred_tgt", "encoder", "render"
   name: str            # file stem, e.g. "ss_flow" or "sampler_cfg"
   io: Path             # the .io.npz
   model_name: str = ""  # model cases: the TRELLIS class in NAME.json
@@ -66,7 +69,8 @@ def scan(directory: Path = TRELLIS_DIR) -> list[Case]:
     elif name.endswith(".io.npz"):
       stem = name.removesuffix(".io.npz")
       kind = ("sampler" if stem.startswith("sampler_") else "mdt_loss" if stem.startswith("mdt_loss_")
-              else "mdt_v_pred_tgt" if stem == "mdt_v_pred_tgt" else None)
+              else "mdt_v_pred_tgt" if stem == "mdt_v_pred_tgt" else "render" if stem.startswith("gs_render_")
+              else None)
       if kind:
         understood.add(name)
         cases.append(Case(kind, stem, path))

@@ -21,14 +21,16 @@ from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
+from flax.core import FrozenDict
 
 from mdt_jax.models import trellis2_slat_flow, trellis2_ss_flow
+from mdt_jax.models.slat_decoders import DECODERS
 from mdt_jax.models.slat_flow import ElasticSLatFlowModel, SLatFlowModel
 from mdt_jax.models.ss_decoder import SparseStructureDecoder
 from mdt_jax.models.ss_flow import SparseStructureFlowModel
 
 MODELS: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (
-    SparseStructureFlowModel, SLatFlowModel, ElasticSLatFlowModel, SparseStructureDecoder)}
+    SparseStructureFlowModel, SLatFlowModel, ElasticSLatFlowModel, SparseStructureDecoder) + DECODERS}
 TRELLIS2_MODELS: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (
     trellis2_ss_flow.SparseStructureFlowModel, trellis2_slat_flow.SLatFlowModel,
     trellis2_slat_flow.ElasticSLatFlowModel)}
@@ -97,7 +99,7 @@ def build_model(config: Mapping[str, Any], *, dtype=None, family: str | None = N
   TRELLIS.2, the config's ``dtype`` unless one is given). ``family`` ("trellis", "trellis2")
   forces the family; by default :func:`detect_family` tells it.
 
-  Lists become tuples (hashable fields). Unknown or missing fields raise ModelConfigError naming them.
+  Lists become tuples and dicts FrozenDicts (hashable fields). Unknown or missing fields raise ModelConfigError naming them.
   """
   name = config.get("name")
   args = dict(config.get("args", {}))
@@ -115,17 +117,24 @@ def build_model(config: Mapping[str, Any], *, dtype=None, family: str | None = N
   missing = sorted(f.name for f in fields if f.default is dataclasses.MISSING and f.name not in args)
   if missing:
     raise ModelConfigError(f"{name}: missing required config field(s) {missing}")
-  args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+  args = {k: tuple(v) if isinstance(v, list) else FrozenDict(v) if isinstance(v, Mapping) else v
+          for k, v in args.items()}
   return cls(**args, dtype=jnp.float32 if dtype is None else dtype)
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:
-  """Inverse of :func:`build_model`: the ``{"name", "args"}`` dict (tuples as lists, as in json)."""
+  """Inverse of :func:`build_model`: the ``{"name", "args"}`` dict (tuples as lists, mappings as dicts, as
+  in json)."""
   args = {f.name: getattr(model, f.name) for f in config_fields(type(model))}
   if getattr(model, "dtype_in_config", False):
     args["dtype"] = jnp.dtype(model.dtype).name
   return {"name": type(model).__name__,
-          "args": {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}}
+          "args": {k: list(v) if isinstance(v, tuple) else _plain_dict(v) if isinstance(v, Mapping) else v
+                   for k, v in args.items()}}
+
+
+def _plain_dict(mapping: Mapping) -> dict:
+  return {k: _plain_dict(v) if isinstance(v, Mapping) else v for k, v in mapping.items()}
 
 
 def init_params(model: nn.Module, rng) -> dict[str, Any]:

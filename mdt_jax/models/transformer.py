@@ -157,15 +157,17 @@ def remat_policy(name: Optional[str]):
   return name and getattr(jax.checkpoint_policies, name)
 
 
-def block_stack(num_blocks: int, *, remat: bool, policy: Optional[str] = None) -> type[nn.Module]:
-  """``ModulatedTransformerCrossBlock`` x ``num_blocks`` under ``nn.scan``: built with the block's fields
-  (and ``packing``), called as :class:`ScanStep` -> (x [B, N, C], outputs [num_blocks, B, N, C] or None). With
-  ``remat`` each block is rematerialised under ``policy``."""
-  block = ScanStep
+def block_stack(num_blocks: int, *, remat: bool, policy: Optional[str] = None, block: Optional[type[nn.Module]] = None,
+                in_axes=nn.broadcast) -> type[nn.Module]:
+  """``block`` (default ``ModulatedTransformerCrossBlock``) x ``num_blocks`` under ``nn.scan``: built with the
+  block's fields (and ``packing``), called as :class:`ScanStep` -> (x [B, N, C], outputs [num_blocks, B, N, C]
+  or None). With ``remat`` each block is rematerialised under ``policy``. ``in_axes``: how the step's other
+  arguments are passed (default: the same to every block; 0: sliced per block, e.g. the decoders' windows)."""
+  block = block or ScanStep
   if remat:
     block = nn.remat(block, policy=remat_policy(policy), prevent_cse=False)  # scan already keeps CSE apart
   return nn.scan(block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
-                 in_axes=nn.broadcast, length=num_blocks)
+                 in_axes=in_axes, length=num_blocks)
 
 
 class BlockOutput(nn.Module):

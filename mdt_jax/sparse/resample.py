@@ -4,12 +4,16 @@ Parents are ``(b, x//2, y//2, z//2)``; the unique parents are sorted lexicograph
 (b, x, y, z), so each sample's parents are contiguous, real rows first and padding last. A parent's
 value is ``sum(children) / (count + 1)``: TRELLIS averages onto zeros with the zero included.
 Up-sampling copies each parent's value back to its children, in the fine rows' own order.
+:func:`subdivide` is the other way up: every voxel split into its 8 children (the SLat mesh decoder).
 """
 from __future__ import annotations
+
+import itertools
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mdt_jax.sparse.neighbours import decode_keys, grid_keys
 from mdt_jax.sparse.tensor import SparseTensor
@@ -71,3 +75,16 @@ def downsampling(coords: jax.Array, mask: jax.Array, *, resolution: int, batch_s
   return Downsampling(fine_coords=coords, fine_mask=mask, coarse_coords=coarse_coords,
                       coarse_mask=coarse_mask, parent=parent, count=count,
                       overflow=num_parents > cap_c, batch_size=b)
+
+
+def subdivide(x: SparseTensor) -> SparseTensor:
+  """Each voxel ``(b, x, y, z)`` -> its 8 children ``(b, 2x+i, 2y+j, 2z+k)`` at twice the resolution,
+  features copied; rows parent-major, child ``(i, j, k)`` in the order 000, 001, 010, ..., 111 (k fastest):
+  row ``8 n + c`` is child c of row n (decoder fixtures README, section 4). Capacity ``8 cap``; the
+  children of a padding row are padding."""
+  child = jnp.asarray(np.array(list(itertools.product((0, 1), repeat=3)), np.int32))    # [8, 3]
+  coords = jnp.concatenate([jnp.broadcast_to(x.coords[:, None, :1], (x.capacity, 8, 1)),
+                            2 * x.coords[:, None, 1:] + child[None]], axis=-1)
+  mask = jnp.repeat(x.mask, 8)
+  coords = jnp.where(mask[:, None], coords.reshape(-1, 4), 0)
+  return SparseTensor(coords=coords, feats=jnp.repeat(x.feats, 8, axis=0), mask=mask, batch_size=x.batch_size)
