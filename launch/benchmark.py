@@ -31,7 +31,7 @@ import optax
 from absl import app, flags
 
 from conversion import trellis
-from mdt_jax import cli, numerics
+from mdt_jax import cli, numerics, stages
 from mdt_jax.bench import flops as model_flops
 from mdt_jax.bench import objectives as obj
 from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure
@@ -367,7 +367,7 @@ def distill_step():
   for spec in _sizes(_STEP_SIZES, default, ["ss:tiny", "slat:tiny"]):
     kind, size = spec.split(":")
     big = size != "tiny"
-    if kind == "ss":
+    if not stages.get(kind, field=f"--step_sizes entry {spec!r}").sparse:
       model, params = _model(SS_CONFIGS, size)
       batch_size = 1 if big else 4
       x0, _, cond = _ss_inputs(model, size, batch_size)

@@ -25,11 +25,11 @@ from matplotlib import pyplot as plt
 
 from configs import models as model_configs
 from conversion import trellis
-from mdt_jax import cli
+from mdt_jax import cli, stages
 from mdt_jax.data import toy_condition
-from mdt_jax.demo.evaluation import EvalSets, sample_and_score, scalars
+from mdt_jax.eval.scoring import EvalSets, real_scores, sample_and_score
 from mdt_jax.demo.plan import DemoPlan, Method
-from mdt_jax.demo.sampling import ChunkLayout, ToySamplers
+from mdt_jax.generation.toy_sampling import ChunkLayout, ToySamplers
 from mdt_jax.train import checkpoints
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A launch/train.py run directory on the toy dataset.", required=True)
@@ -41,9 +41,6 @@ _STRUCTURES = flags.DEFINE_integer("structures_per_condition", 4, "Stage 2: real
 _FIDELITY_SHAPES = flags.DEFINE_integer("fidelity_shapes", 4000, "Toy train shapes labelling family fidelity.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling noise seed.")
 
-HEADLINE = {"ss": ("1nna", "cov", "mmd", "fidelity"), "slat": ("fd", "one_nna", "rmse")}
-
-
 def run_model(config):
   """The run's student architecture: config.model for a fresh run, else the teacher checkpoint's."""
   if config["model"]["name"]:
@@ -51,8 +48,8 @@ def run_model(config):
   return trellis.load_model(config["teacher_checkpoint"])[0]
 
 
-def plot(path: Path, stage: str, curve: dict, reference: dict):
-  keys = HEADLINE[stage]
+def plot(path: Path, stage: stages.Stage, curve: dict, reference: dict):
+  keys = stage.metrics
   fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.0), squeeze=False)
   for ax, key in zip(axes[0], keys):
     for name, points in curve.items():
@@ -74,12 +71,12 @@ def main(argv):
     config = json.loads((workdir / "config.json").read_text())
   except (OSError, ValueError) as e:
     raise ValueError(f"--workdir {workdir}: its config.json is unreadable ({e})") from e
-  stage = config["stage"]
+  stage = stages.get(config["stage"], field=f"{workdir / 'config.json'}: stage")
   if config["data"]["dataset"] != "toy":
     raise app.UsageError(f"{workdir}: evaluate_run scores toy runs; config.data.dataset is {config['data']['dataset']!r}")
   model = run_model(config)
   toy = {name: trellis.build_model(c) for name, c in (("ss", model_configs.SS_TOY), ("slat", model_configs.SLAT_TOY))}
-  toy[stage] = model
+  toy[stage.name] = model
   samplers = ToySamplers(toy["ss"], toy["slat"], seed=_SEED.value)
   plan = DemoPlan(distill_steps={}, conditions=tuple(range(toy_condition.NUM_CONDITIONS)),
                   per_condition=_PER_CONDITION.value, stage2_per_condition=_STRUCTURES.value,
@@ -91,11 +88,7 @@ def main(argv):
 
   out = workdir / "curve"
   out.mkdir(exist_ok=True)
-  if stage == "ss":
-    reference = scalars(sets.stage1(sets.second_real.occupancy, sets.second_real.cond_id))
-  else:
-    reference = scalars(sets.stage2(sets.second_structures, sets.second_structure_feats,
-                                    sets.second_structure_cond_ids))
+  reference = real_scores(stage, sets)
   curve = {m.name: {} for m in methods}
   for step in checkpoints.saved_steps(workdir):
     path = out / f"step{step}_{which}.json"
@@ -108,9 +101,9 @@ def main(argv):
       path.write_text(json.dumps(stored, indent=1))
     for m in methods:
       curve[m.name][str(step)] = stored[m.name]
-    print(f"step {step}: " + "; ".join(f"{name} " + ", ".join(f"{k} {stored[name][k]:.3f}" for k in HEADLINE[stage])
+    print(f"step {step}: " + "; ".join(f"{name} " + ", ".join(f"{k} {stored[name][k]:.3f}" for k in stage.metrics)
                                       for name in stored), flush=True)
-  print("real vs real: " + ", ".join(f"{k} {reference[k]:.3f}" for k in HEADLINE[stage]))
+  print("real vs real: " + ", ".join(f"{k} {reference[k]:.3f}" for k in stage.metrics))
   (out / f"curve_{which}.json").write_text(json.dumps({"weights": which, "reference": reference, "curve": curve,
                                                        "per_condition": plan.per_condition}, indent=1))
   plot(out / f"curve_{which}.png", stage, curve, reference)

@@ -10,7 +10,7 @@ tests/test_teachers.py), <out>/metrics.json (everything, with the runs' steps, s
 tables with the reference rows and the seed spreads), <out>/guidance_and_steps.png (quality against
 the guidance weight w at 25 steps, and against the number of Euler steps at w = 0 and at each stage's
 best w) and the curves: <out>/<stage>_loss.png and, when launch/evaluate_run.py has scored the run,
-<out>/<stage>_quality.png. Every metric is computed as the demo computes it (mdt_jax/demo/evaluation.py):
+<out>/<stage>_quality.png. Every metric is computed as the demo computes it (mdt_jax/eval/scoring.py):
 stage 1 against held-out shapes, stage 2 on real structures and on the teacher's own stage-1 samples.
 The best w of stage 1 is the one of lowest 1-NNA - fidelity (both in [0, 1]: guidance raises the
 fidelity and, past a point, costs diversity, which 1-NNA sees); of stage 2, the one of lowest FD on
@@ -27,11 +27,12 @@ from absl import flags
 from conversion import trellis
 from mdt_jax import cli
 from mdt_jax.data import toy_condition
-from mdt_jax.demo import evaluation, figures
+from mdt_jax.demo import figures
+from mdt_jax.eval import scoring
 from mdt_jax.demo.distill_runs import training_curve
 from mdt_jax.demo.plan import DemoPlan, Method
 from mdt_jax.demo.run import checkpoint_digest
-from mdt_jax.demo.sampling import ChunkLayout, ToySamplers, smoke_samples
+from mdt_jax.generation.toy_sampling import ChunkLayout, ToySamplers, smoke_samples
 
 _SS_RUN = flags.DEFINE_string("ss_run", None, "Finished launch/train.py run of configs/teacher.py:ss_toy.", required=True)
 _SLAT_RUN = flags.DEFINE_string("slat_run", None, "Finished run of configs/teacher.py:slat_toy.", required=True)
@@ -85,18 +86,18 @@ def main(argv):
   plan = DemoPlan(distill_steps={})
   scratch = Path(_SCRATCH.value or runs["ss"] / "ship_eval")
   digests = {stage: checkpoint_digest(out / STAGES[stage]) for stage in runs}
-  results = evaluation.Results(scratch, {"plan": plan.to_dict(), "teachers": digests})
-  sets = evaluation.EvalSets.build(plan)
+  results = scoring.Results(scratch, {"plan": plan.to_dict(), "teachers": digests})
+  sets = scoring.EvalSets.build(plan)
   samplers = ToySamplers(models["ss"], models["slat"], seed=plan.seed)
   layout = ChunkLayout(plan.chunk_shapes, plan.chunk_voxels, plan.chunk_parents)
-  reference = results.get("reference", "real") or evaluation.reference_rows(sets, plan, results)
+  reference = results.get("reference", "real") or scoring.reference_rows(sets, plan, results)
 
   def measure(steps, w):
     m = Method(f"teacher_{steps}" + (f"_w{w:g}" if w else ""), "teacher", steps, w)
     print(f"evaluating {m.label} ...", flush=True)
-    stage1 = results.get("stage1", m.name) or evaluation.stage1(samplers, params["ss"], sets, m, results)
-    stage2 = results.get("stage2", m.name) or evaluation.stage2(samplers, params["slat"], sets, m, layout, results)
-    pipe = results.get("pipeline", m.name) or evaluation.pipeline(samplers, params["slat"], sets, m, layout,
+    stage1 = results.get("stage1", m.name) or scoring.stage1(samplers, params["ss"], sets, m, results)
+    stage2 = results.get("stage2", m.name) or scoring.stage2(samplers, params["slat"], sets, m, layout, results)
+    pipe = results.get("pipeline", m.name) or scoring.pipeline(samplers, params["slat"], sets, m, layout,
                                                                   plan.stage2_per_condition, results)
     return {"label": m.label, "steps": steps, "w": w, "nfe": m.nfe, "stage1": stage1["metrics"],
             "stage2": stage2["metrics"], "pipeline_stage2": pipe["metrics"]["stage2"]}
@@ -108,7 +109,7 @@ def main(argv):
               for w in sorted({0.0, *best.values()})}
   rows = {**{f"teacher_25_w{w:g}": r for w, r in by_w.items()},
           **{f"teacher_{k}_w{w:g}": r for w, per in by_steps.items() for k, r in per.items()}}
-  spread = results.get("spread", "teacher_25") or evaluation.seed_spread(
+  spread = results.get("spread", "teacher_25") or scoring.seed_spread(
       samplers, params["ss"], sets, Method("teacher_25", "teacher", 25), plan, results)
   figures.guidance_and_steps(out / "guidance_and_steps.png", by_w, by_steps, best, reference)
   smoke = smoke_samples(models["ss"], params["ss"], models["slat"], params["slat"], cfg_strength=best["ss"])
@@ -123,7 +124,7 @@ def main(argv):
   metrics = {"weights": _WEIGHTS.value, "rows": rows, "best_w": best, "guidance_weights": GUIDANCE_WEIGHTS,
              "step_counts": STEP_COUNTS, "reference": reference, "teacher_25_seed_spread": spread["runs"],
              "runs": summaries, "plan": plan.to_dict(), "condition_table": table}
-  (out / "metrics.json").write_text(json.dumps(evaluation.jsonable(metrics), indent=1) + "\n")
+  (out / "metrics.json").write_text(json.dumps(scoring.jsonable(metrics), indent=1) + "\n")
   (out / "metrics.md").write_text(metrics_table(by_w, by_steps, best, reference, spread["runs"]))
   print((out / "metrics.md").read_text())
 

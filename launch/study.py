@@ -21,7 +21,7 @@ import jax
 from absl import app, flags, logging
 
 from configs import distill
-from mdt_jax import cli
+from mdt_jax import cli, stages
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (runs, results, study.md).", required=True)
 _STAGES = flags.DEFINE_list("stages", ["ss", "slat"], "Stages to run (ss, slat); empty: only write the report.")
@@ -42,13 +42,13 @@ def main(argv):
   from conversion import trellis
   from mdt_jax.demo import study
   from mdt_jax.demo.run import check_condition_table, checkpoint_digest
-  from mdt_jax.demo.sampling import ToySamplers
-  unknown = set(_STAGES.value) - {"ss", "slat"}
+  from mdt_jax.generation.toy_sampling import ToySamplers
+  unknown = set(_STAGES.value) - set(stages.NAMES)
   if unknown:
     raise app.UsageError(f"--stages: unknown stage(s) {sorted(unknown)}; known: ss, slat")
   plan = study.quick_plan() if _QUICK.value else study.default_plan()
   if _ARMS.value:
-    known = {a.name for stage in ("ss", "slat") for a in study.arms(stage)}
+    known = {a.name for stage in stages.STAGES for a in study.arms(stage)}
     if set(_ARMS.value) - known:
       raise app.UsageError(f"--arms: unknown arm(s) {sorted(set(_ARMS.value) - known)}; known: {sorted(known)}")
     plan = dataclasses.replace(plan, arm_names=tuple(_ARMS.value))

@@ -53,7 +53,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from configs import distill
 from conversion import dinov2
-from mdt_jax import cli, encoders
+from mdt_jax import cli, encoders, stages
 from mdt_jax.bench import flash_memory, memory_estimate
 from mdt_jax.data.image import IMAGE_SIZE
 from mdt_jax.models import registry
@@ -86,7 +86,7 @@ def _abstract_batch(config, mesh, coarse_levels):
   spec = lambda *shape, dtype=jnp.float32: jax.ShapeDtypeStruct(
       (splits, *shape), dtype, sharding=NamedSharding(mesh, P(None, partitioning.BATCH_AXES)))
   image = spec(batch, IMAGE_SIZE, IMAGE_SIZE, 3)
-  if config.stage == "ss":
+  if not stages.get(config.stage).sparse:
     return {"x0": spec(batch, 16, 16, 16, 8), "cond_image": image}
   cap = bucket_capacity(micro * _SLAT_VOXELS.value)
   # A surface's voxels share a 2x parent about 4 at a time; a third is a conservative parent count.

@@ -10,6 +10,8 @@ Modules, one job each:
   stage2_distribution  evaluate_stage2_distribution: generated vs real feature sets (FD, 1-NNA).
   pipeline     evaluate_pipeline: both stages of a two-stage sample.
   reference    the held-out sets (reference and second real set), in-memory splits, seed spread.
+  scoring      sampling a toy set with generation.toy_sampling and scoring it per stage, the sets
+               (EvalSets) and the stored results (Results).
 """
 from mdt_jax.eval.decode import coords_to_occupancy, decode_latents, occupancy_to_coords
 from mdt_jax.eval.distance import iou_distance

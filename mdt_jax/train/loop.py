@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 from conversion import trellis
 from mdt_jax.train import models, partitioning, validation
 from mdt_jax.train.checkpoints import Checkpoints
-from mdt_jax.train.errors import NonFiniteTraining
+from mdt_jax.errors import NonFiniteTraining
 from mdt_jax.train.inputs import TrainInputs
 from mdt_jax.train.optimizer import make_optimizer
 from mdt_jax.train.snapshots import Snapshots
