@@ -10,6 +10,7 @@ Modules, one job each:
   stage2_distribution  evaluate_stage2_distribution: generated vs real feature sets (FD, 1-NNA).
   pipeline     evaluate_pipeline: both stages of a two-stage sample.
   reference    the held-out sets (reference and second real set), in-memory splits, seed spread.
+  reference_report  the reference rows and the cost of one evaluation (launch/toy_eval_reference.py).
   scoring      sampling a toy set with generation.toy_sampling and scoring it per stage, the sets
                (EvalSets) and the stored results (Results).
 """
