@@ -39,10 +39,7 @@ def main(argv):
     jax.config.update("jax_compilation_cache_dir", str(workdir / "jax_cache"))
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("absl").setLevel(std_logging.WARNING)
-  from conversion import trellis
   from mdt_jax.demo import study
-  from mdt_jax.demo.run import check_condition_table, checkpoint_digest
-  from mdt_jax.generation.toy_sampling import ToySamplers
   unknown = set(_STAGES.value) - set(stages.NAMES)
   if unknown:
     raise app.UsageError(f"--stages: unknown stage(s) {sorted(unknown)}; known: ss, slat")
@@ -56,15 +53,8 @@ def main(argv):
   for stage, stem in teachers.items():
     if not Path(f"{stem}.json").is_file():
       raise app.UsageError(f"the {stage} teacher {stem}.json does not exist (--teacher_{stage})")
-    check_condition_table(stem)
-  loaded = {stage: trellis.load_checkpoint(stem) for stage, stem in teachers.items()}
-  samplers = ToySamplers(loaded["ss"][0], loaded["slat"][0], seed=plan.eval_sets.seed)
-  for stage in _STAGES.value:
-    study.Study(workdir, plan, stage, base_config=distill.get_config(f"{stage}_toy"), teacher=teachers[stage],
-                teacher_digest=checkpoint_digest(teachers[stage]), samplers=samplers,
-                models={"teacher": loaded[stage][1]}).run_all()
-  from mdt_jax.demo import study_report
-  report = study_report.write(workdir, plan, command=" ".join(sys.argv))
+  report = study.run_study(workdir, plan, teachers=teachers, stage_names=_STAGES.value, command=" ".join(sys.argv),
+                           base_configs={stage: distill.get_config(f"{stage}_toy") for stage in _STAGES.value})
   print(f"report: {report}")
 
 

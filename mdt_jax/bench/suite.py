@@ -30,7 +30,7 @@ from mdt_jax import numerics, stages
 from mdt_jax.bench import flops as model_flops
 from mdt_jax.bench import objectives as obj
 from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure
-from mdt_jax.models import attention as attn
+from mdt_jax.models.attention import Packing, attention as attention_op
 from mdt_jax.models import registry
 from mdt_jax.train.state import init_state
 from mdt_jax.train.step import make_train_step
@@ -153,7 +153,7 @@ class Benchmark:
     """Forward (and forward+backward) of ``attention`` per implementation -> {(impl, kind): seconds}."""
     times = {}
     for impl in impls:
-      f = lambda q, k, v, impl=impl: attn.attention(q, k, v, implementation=impl, **kwargs)
+      f = lambda q, k, v, impl=impl: attention_op(q, k, v, implementation=impl, **kwargs)
       times[impl, "fwd"] = measure(self.report, "attention", f"{impl} {case} fwd", f, q, k, v, flops=flops,
                                    repeats=self.repeats()).seconds
       if both:
@@ -205,7 +205,7 @@ class Benchmark:
       flops = sum(model_flops.attention(1, 16, m, m, 64) for m in lengths)
       packed = self._time_attention(f"packed 4 segments {label} ({sum(lengths)} tokens)", *self._qkv(1, sum(lengths), sum(lengths)),
                                ["varlen", "blocked"], flops, q_segment_ids=seg, kv_segment_ids=seg,
-                               packing=attn.Packing(4, max(lengths), max(lengths)))
+                               packing=Packing(4, max(lengths), max(lengths)))
       for kind in ("fwd", "fwd+bwd"):
         self.report.figure(f"attention packed {label} / best dense, {kind}", packed["varlen", kind] / best_dense[kind],
                       f"varlen {packed['varlen', kind] * 1e3:.3g} ms vs dense {best_dense[kind] * 1e3:.3g} ms; "

@@ -22,9 +22,9 @@ import numpy as np
 from conversion import trellis
 from mdt_jax.data import toy_condition
 from mdt_jax.demo import distill_runs, report
-from mdt_jax.eval import scoring
 from mdt_jax.demo.plan import STAGES, STUDENTS, DemoPlan
 from mdt_jax.demo.progress import Progress
+from mdt_jax.eval import scoring
 from mdt_jax.generation.toy_sampling import ChunkLayout, ToySamplers, median_seconds
 
 # Seconds measured on the loaded 2-core machine the defaults were sized on (progress weights only):

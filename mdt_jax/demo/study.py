@@ -25,11 +25,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from conversion import trellis
 from mdt_jax import stages
 from mdt_jax.demo import distill_runs
-from mdt_jax.eval import scoring
 from mdt_jax.demo.plan import DemoPlan, Method
-from mdt_jax.generation.toy_sampling import ChunkLayout
+from mdt_jax.demo.run import check_condition_table, checkpoint_digest
+from mdt_jax.eval import scoring
+from mdt_jax.generation.toy_sampling import ChunkLayout, ToySamplers
 from mdt_jax.train import checkpoints
 
 SAMPLE_STEPS = (1, 2)
@@ -266,3 +268,20 @@ class Study:
                f"{time.perf_counter() - start:.0f} s; final 1-step " + ", ".join(
                    f"{k} {v:.3f}" for k, v in final.items() if k in ("1nna", "cov", "fd", "rmse")))
     return done
+
+
+def run_study(workdir: Path, plan: StudyPlan, *, teachers: dict, base_configs: dict, stage_names: list[str],
+              command: str = "", out=print) -> Path:
+  """The study of each stage of ``stage_names`` (resuming), then study.md. teachers: {stage name: TRELLIS
+  stem} of both stages (checked against the toy condition table); base_configs: {stage name: its toy
+  distillation config}. -> study.md's path."""
+  from mdt_jax.demo import study_report  # it imports this module
+  for stem in teachers.values():
+    check_condition_table(stem)
+  loaded = {stage: trellis.load_checkpoint(stem) for stage, stem in teachers.items()}
+  samplers = ToySamplers(loaded["ss"][0], loaded["slat"][0], seed=plan.eval_sets.seed)
+  for stage in stage_names:
+    Study(workdir, plan, stage, base_config=base_configs[stage], teacher=teachers[stage],
+          teacher_digest=checkpoint_digest(teachers[stage]), samplers=samplers,
+          models={"teacher": loaded[stage][1]}, out=out).run_all()
+  return study_report.write(workdir, plan, command=command)
