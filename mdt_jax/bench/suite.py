@@ -30,8 +30,11 @@ from mdt_jax import numerics, stages
 from mdt_jax.bench import flops as model_flops
 from mdt_jax.bench import objectives as obj
 from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure
-from mdt_jax.models.attention import Packing, attention as attention_op
+from mdt_jax.flow import jit_sample
+from mdt_jax.generation import StageSampling, TwoStagePipeline
 from mdt_jax.models import registry
+from mdt_jax.models.attention import Packing, attention as attention_op
+from mdt_jax.sparse import SparseTensor, downsampling, neighbour_table
 from mdt_jax.train.state import init_state
 from mdt_jax.train.step import make_train_step
 
@@ -176,7 +179,7 @@ class Benchmark:
     if self.o.suite:
       return self.attention_per_implementation()
     pair = lambda case, lq, lk, b=1: self._time_attention(case, *self._qkv(b, lq, lk), ("xla", "blocked"),
-                                                     model_flops.attention(b, 16, lq, lk, 64))
+                                                          model_flops.attention(b, 16, lq, lk, 64))
     times = pair("self 4096", 4096, 4096)
     for kind in ("fwd", "fwd+bwd"):
       self.report.figure(f"attention 4096 {kind}: xla / blocked", times["xla", kind] / times["blocked", kind])
@@ -188,7 +191,7 @@ class Benchmark:
     if not self.o.quick:
       seg = jnp.asarray(np.repeat([0, 1], 2500).astype(np.int32))[None]
       self._time_attention("segments 2x2500", *self._qkv(1, 5000, 5000), ("xla", "blocked"),
-                      2 * model_flops.attention(1, 16, 2500, 2500, 64), q_segment_ids=seg, kv_segment_ids=seg)
+                           2 * model_flops.attention(1, 16, 2500, 2500, 64), q_segment_ids=seg, kv_segment_ids=seg)
 
   def attention_per_implementation(self):
     """Every implementation that runs here, in --dtype, 16 heads of 64, forward and forward+backward:
@@ -204,12 +207,12 @@ class Benchmark:
       seg = jnp.asarray(np.repeat(np.arange(4), lengths).astype(np.int32))[None]
       flops = sum(model_flops.attention(1, 16, m, m, 64) for m in lengths)
       packed = self._time_attention(f"packed 4 segments {label} ({sum(lengths)} tokens)", *self._qkv(1, sum(lengths), sum(lengths)),
-                               ["varlen", "blocked"], flops, q_segment_ids=seg, kv_segment_ids=seg,
-                               packing=Packing(4, max(lengths), max(lengths)))
+                                    ["varlen", "blocked"], flops, q_segment_ids=seg, kv_segment_ids=seg,
+                                    packing=Packing(4, max(lengths), max(lengths)))
       for kind in ("fwd", "fwd+bwd"):
         self.report.figure(f"attention packed {label} / best dense, {kind}", packed["varlen", kind] / best_dense[kind],
-                      f"varlen {packed['varlen', kind] * 1e3:.3g} ms vs dense {best_dense[kind] * 1e3:.3g} ms; "
-                      f"target <= 1.5 on GPU")
+                           f"varlen {packed['varlen', kind] * 1e3:.3g} ms vs dense {best_dense[kind] * 1e3:.3g} ms; "
+                           f"target <= 1.5 on GPU")
 
   def ss_forward(self):
     """SS flow forward and forward+backward (d/dparams of sum(v^2)) at each of ``--ss_batches``, compute
@@ -244,7 +247,6 @@ class Benchmark:
     """SLat flow forward and forward+backward (batch 1, compute in --dtype) on a 64^3 sample with N active
     voxels (a sphere shell), and the neighbour-table + down-sampling share; then the number of
     compilations over a stream of batches of varying sizes (capacities from ``bucket_capacity``)."""
-    from mdt_jax.sparse import downsampling, neighbour_table
     for size in self._sizes(self.o.slat_sizes, ["tiny", "L"], ["tiny"]):
       model, params = self._model(self.slat_configs, size)
       velocity = registry.velocity(model)
@@ -273,7 +275,6 @@ class Benchmark:
   def _slat_compile_stream(self):
     """Batches of 2 instances of 1k-4k voxels each: compilations of one jitted forward, and how many
     distinct (capacity, coarse capacity) programs a long stream of such batches would need."""
-    from mdt_jax.sparse import SparseTensor
     model, params = self._model(self.slat_configs, "tiny")
     forward = jax.jit(registry.velocity(model))
     rng = np.random.default_rng(1)
@@ -294,8 +295,8 @@ class Benchmark:
     elapsed = time.perf_counter() - start
     signatures = {(x.capacity, x.coarse_capacities) for x in (batch() for _ in range(500))}
     self.report.figure("slat compile count", forward._cache_size(),
-                  f"{self.o.slat_stream} batches of 2 x 1k-4k voxels ({len(sizes)} distinct totals) in {elapsed:.0f} s; "
-                  f"500 more fall into {len(signatures)} (capacity, coarse capacity) programs")
+                       f"{self.o.slat_stream} batches of 2 x 1k-4k voxels ({len(sizes)} distinct totals) in {elapsed:.0f} s; "
+                       f"500 more fall into {len(signatures)} (capacity, coarse capacity) programs")
 
   def distill_step(self):
     """One training step, built as training builds it (mdt_jax.train.step: loss and gradient of the
@@ -313,8 +314,8 @@ class Benchmark:
         x0, _, cond = _ss_inputs(model, size, batch_size)
         flops_sample = model_flops.ss_flow(model, COND_TOKENS[size])
         student = registry.build_model({"name": self.ss_configs[size]["name"],
-                                       "args": {**self.ss_configs[size]["args"], "use_checkpoint": size == "L"}},
-                                      dtype=self.compute_dtype())
+                                        "args": {**self.ss_configs[size]["args"], "use_checkpoint": size == "L"}},
+                                       dtype=self.compute_dtype())
       else:
         model, params = self._model(self.slat_configs, size)
         voxels = [5000] if big else [2000, 2000]
@@ -338,8 +339,8 @@ class Benchmark:
                          flops=flops, repeats=self.repeats(), carry=1, donate_argnums=(0,),
                          notes=f"batch {batch_size}; {obj.describe(evals, batch_size)}")
         self.report.figure(f"network evaluations per step [{kind} {size} {name}]", f"{len(evals)} forward passes, "
-                      f"{sum(e.samples for e in evals) // batch_size} evaluations of the batch, of which "
-                      f"{sum(e.samples for e in evals if e.kind != 'fwd') // batch_size} differentiated")
+                           f"{sum(e.samples for e in evals) // batch_size} evaluations of the batch, of which "
+                           f"{sum(e.samples for e in evals if e.kind != 'fwd') // batch_size} differentiated")
         if name == "vm_vd":
           total = total_cpu = 0.0
           for e in sorted(set(evals), key=lambda e: (e.network, e.kind, e.samples)):
@@ -350,8 +351,8 @@ class Benchmark:
             total += r.seconds * evals.count(e)
             total_cpu += r.cpu_s * evals.count(e)
           self.report.figure(f"{kind} {size} vm_vd step / sum of its evaluations", result.seconds / total,
-                        f"wall: step {result.seconds:.3g} s, evaluations {total:.3g} s; CPU time ratio "
-                        f"{result.cpu_s / total_cpu:.2f}; target <= 1")
+                             f"wall: step {result.seconds:.3g} s, evaluations {total:.3g} s; CPU time ratio "
+                             f"{result.cpu_s / total_cpu:.2f}; target <= 1")
         del state
       del params
 
@@ -362,8 +363,6 @@ class Benchmark:
     the 25-step-CFG / 1-step ratios. Then the SS flow at the real token count (L; --quick: M): the
     1-step sampler timed, and 25 steps with CFG extrapolated from the timed 1- and 2-step CFG samplers
     (t25 = t1 + 24 (t2 - t1)). Samplers are jitted with the params as an argument."""
-    from mdt_jax.flow import jit_sample
-    from mdt_jax.generation import StageSampling, TwoStagePipeline
     fixtures = self.o.fixtures
     pipe = TwoStagePipeline.from_checkpoints(fixtures / "ss_flow", fixtures / "ss_dec", fixtures / "slat_flow",
                                              slat_mean=np.zeros(8), slat_std=np.ones(8), dtype=self.compute_dtype())
@@ -383,11 +382,11 @@ class Benchmark:
         medians[steps, cfg] = {name: float(np.median([r[name] for r in runs[1:]])) for name in runs[0]}
         for name, seconds in medians[steps, cfg].items():
           self.report.add(Result("sampling", f"tiny {name} {steps} step(s) {'CFG w=3' if cfg else 'no CFG'}", seconds,
-                            compile_s=runs[0][name] - seconds,
-                            notes=f"SLat on {len(coords)} voxels" if name == "slat_flow" else ""))
+                                 compile_s=runs[0][name] - seconds,
+                                 notes=f"SLat on {len(coords)} voxels" if name == "slat_flow" else ""))
     for name in ("ss_flow", "slat_flow"):
       self.report.figure(f"sampling tiny {name}: 25 steps CFG / 1 step", medians[25, 3.0][name] / medians[1, 0.0][name],
-                    f"25 steps no CFG / 1 step: {medians[25, 0.0][name] / medians[1, 0.0][name]:.1f}x")
+                         f"25 steps no CFG / 1 step: {medians[25, 0.0][name] / medians[1, 0.0][name]:.1f}x")
 
     size = self.o.sampling_ss_size or ("M" if self.o.quick else "L")
     model, params = self._model(self.ss_configs, size)
@@ -402,7 +401,7 @@ class Benchmark:
     per_step = times[2, 3.0] - times[1, 3.0]
     t25 = times[1, 3.0] + 24 * per_step
     self.report.figure(f"sampling ss {size}: 25 steps CFG (extrapolated) / 1 step", t25 / times[1, 0.0],
-                  f"25-step CFG ~ {t25:.3g} s; target >= 45, limit 50")
+                       f"25-step CFG ~ {t25:.3g} s; target >= 45, limit 50")
 
   def _model(self, configs, size, **overrides):
     config = {"name": configs[size]["name"], "args": {**configs[size]["args"], **overrides}}
@@ -432,7 +431,6 @@ def _shell_voxels(n, radius=0.375, batch_index=0):
 
 def _slat_batch(model, voxels: list[int], seed=0):
   """A SparseTensor of len(voxels) shells and its per-sample model FLOPs (sum over samples)."""
-  from mdt_jax.sparse import SparseTensor
   rng = np.random.default_rng(seed)
   coords = np.concatenate([_shell_voxels(n, radius=0.375 - 0.05 * i, batch_index=i) for i, n in enumerate(voxels)])
   x = SparseTensor.from_packed(coords, rng.standard_normal((len(coords), model.in_channels)).astype(np.float32),
