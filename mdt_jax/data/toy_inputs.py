@@ -19,6 +19,7 @@ from mdt_jax.data import toy_condition
 from mdt_jax.data.fold import occupancy_to_latent
 from mdt_jax.data.toy_features import toy_features
 
+
 @dataclasses.dataclass(frozen=True)
 class ToyInputs:
   """Decoder of toy records for one stage (a Stage or its name) and one condition table."""

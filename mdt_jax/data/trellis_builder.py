@@ -77,8 +77,9 @@ def trellis_config(root, stage, latent_model, **options):
   The digest keeps builds of different roots or options in different directories of one data_dir.
   SLat defaults to PUBLISHED_SLAT_NORMALIZATION, SS to no normalisation.
   """
-  stage = stages.get(stage, field="stage").name
-  if stages.get(stage).sparse:
+  resolved = stages.get(stage, field="stage")
+  stage = resolved.name
+  if resolved.sparse:
     options.setdefault("normalization", PUBLISHED_SLAT_NORMALIZATION)
   root = os.path.abspath(root)
   key = json.dumps({"root": root, "stage": stage, "latent_model": latent_model, **options},
