@@ -17,11 +17,22 @@ _REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("ss_toy", "slat_toy", "ss_flow_L", "slat_flow_L", "trellis2_ss_tiny", "trellis2_shape_tiny",
             "trellis2_tex_tiny")
+# Per variant: the model and, for the published ones, TRELLIS-image-large's checkpoint, learning rate and
+# latents' folder (MDT-dist's json configs).
+MODELS = {"ss_toy": models.SS_TOY, "slat_toy": models.SLAT_TOY, "ss_flow_L": models.SS_FLOW_L,
+          "slat_flow_L": models.SLAT_FLOW_L}
+PUBLISHED = {
+    "ss_flow_L": dict(teacher_checkpoint="ckpts/ss_flow_img_dit_L_16l8_fp16", lr=4e-8,
+                      latent_model="ss_enc_conv3d_16l8_fp16"),
+    "slat_flow_L": dict(teacher_checkpoint="ckpts/slat_flow_img_dit_L_64l8p2_fp16", lr=1e-8,
+                        latent_model="dinov2_vitl14_reg_slat_enc_swin8_B_64l8_fp16"),
+}
 TOY_TEACHERS = {"ss_toy": str(_REPO / "teachers/ss_toy"), "slat_toy": str(_REPO / "teachers/slat_toy")}
-# TRELLIS.2 stage -> (model config, the fixture checkpoint of that config, teacher guidance g).
-_TRELLIS2_TINY = {"ss": (models.TRELLIS2_SS_TINY, "ss_flow", 7.5),
-                  "shape": (models.TRELLIS2_SHAPE_TINY, "shape_flow", 7.5),
-                  "tex": (models.TRELLIS2_TEX_TINY, "tex_flow", 1.0)}
+# TRELLIS.2 stage -> (model config, the fixture checkpoint of that config, teacher guidance g, our stage:
+# dense or sparse latents).
+_TRELLIS2_TINY = {"ss": (models.TRELLIS2_SS_TINY, "ss_flow", 7.5, "ss"),
+                  "shape": (models.TRELLIS2_SHAPE_TINY, "shape_flow", 7.5, "slat"),
+                  "tex": (models.TRELLIS2_TEX_TINY, "tex_flow", 1.0, "slat")}
 
 
 def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
@@ -31,11 +42,12 @@ def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
   config.student_init = "teacher"     # the student starts as a copy of the teacher, as in the paper.
   if variant.startswith("trellis2_"):
     return _trellis2_tiny(config, variant.split("_")[1])
-  if variant.endswith("_L"):
-    config.stage = variant.split("_")[0]
-    config.model = ml_collections.ConfigDict(models.SS_FLOW_L if config.stage == "ss" else models.SLAT_FLOW_L)
-    config.teacher_checkpoint = f"ckpts/{config.stage}_flow_img_dit_L_{'16l8' if config.stage == 'ss' else '64l8p2'}_fp16"
-    config.lr = 4e-8 if config.stage == "ss" else 1e-8
+  config.stage = variant.split("_")[0]
+  config.model = ml_collections.ConfigDict(MODELS[variant])
+  if variant in PUBLISHED:
+    published = PUBLISHED[variant]
+    config.teacher_checkpoint = published["teacher_checkpoint"]
+    config.lr = published["lr"]
     config.weight_decay = 0.0
     config.batch_size_per_device = 8
     config.batch_split = 2
@@ -48,32 +60,33 @@ def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
     config.data.condition = "image"   # views encoded by the frozen DINOv2 inside the step.
     config.dinov2_checkpoint = "ckpts/dinov2_vitl14_reg4_pretrain.pth"  # facebookresearch/dinov2's file.
     config.data.min_aesthetic_score = 4.5  # TRELLIS's released training configs.
-    config.data.latent_model = "ss_enc_conv3d_16l8_fp16" if config.stage == "ss" else "dinov2_vitl14_reg_slat_enc_swin8_B_64l8_fp16"
+    config.data.latent_model = published["latent_model"]
     config.total_steps = 20000
     config.log_every = 100
     config.checkpoint_every = 1000
     config.keep_period = 5000
     return config
 
-  config.stage = variant.split("_")[0]
-  config.model = ml_collections.ConfigDict(models.SS_TOY if config.stage == "ss" else models.SLAT_TOY)
   config.teacher_checkpoint = TOY_TEACHERS[variant]
-  # Unguided targets. The first toy teachers got worse with any guidance; the current stage-1
-  # teacher is best at w = 0.5 and stage 2's at 0 (teachers/metrics.md). Guided targets are a study
-  # arm until the study is rerun on these teachers (docs/toy_benchmark.md).
+  # Unguided targets. Guided ones (w 0.5, the stage-1 teacher's best) raise the 1-step student's family
+  # fidelity (0.63 -> 0.73) and cost 1-NNA (0.715 -> 0.752); stage 2's teacher is best unguided
+  # (docs/toy_benchmark.md, teachers/metrics.md).
   config.cfg_teacher_vm = 0.0
   config.cfg_teacher_vd = 0.0
   # d_norm divides du/dt by its norm over all latent elements: with 4,096 elements each entry is
-  # ~1/64 and the VM target collapses to the teacher's velocity (1-step 1-NNA 0.875 with it, 0.72
-  # without, in the feasibility study). The published value stays in the *_L variants.
+  # ~1/64 and the VM target collapses to the teacher's velocity (stage-1 1-step 1-NNA 0.853 with it,
+  # naive Euler's 0.859; 0.715 without: docs/toy_benchmark.md). The published value stays in the
+  # *_L variants.
   config.d_norm = False
   config.lr = 1e-4                    # 1e-3 trained the teacher; distillation starts from it: smaller.
   # Short runs need a fast EMA: after 80 steps an EMA of 0.99 still holds 0.99^80 = 45% of the
-  # teacher (stage-1 1-step 1-NNA 0.78-0.83 against 0.63-0.68 raw; docs/toy_benchmark.md).
+  # teacher (stage-1 1-step 1-NNA 0.79-0.81 against 0.68-0.72 raw; docs/toy_benchmark.md).
   config.ema_rates = (0.9,)
-  config.batch_size_per_device = 32 if config.stage == "ss" else 16
-  if config.stage == "slat":  # one compiled step for nearly every batch: see configs/teacher.py.
-    config.data.min_capacity = 6144
+  if variant == "ss_toy":
+    config.batch_size_per_device = 32
+  else:
+    config.batch_size_per_device = 16
+    config.data.min_capacity = 6144      # one compiled step for nearly every batch: see configs/teacher.py.
     config.data.min_coarse_capacity = 1536
   config.total_steps = 300
   config.log_every = 25
@@ -85,8 +98,7 @@ def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
 def _trellis2_tiny(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
   """A TRELLIS.2 stage at fixture size; the objective is the published one (VM+VD, discrete, D 0.01,
   d_norm, LN(1, 1) draws) with TRELLIS.2's guidance convention."""
-  model, checkpoint, guidance = _TRELLIS2_TINY[stage]
-  config.stage = "ss" if stage == "ss" else "slat"   # dense, or sparse latents (shape and texture)
+  model, checkpoint, guidance, config.stage = _TRELLIS2_TINY[stage]
   config.model = ml_collections.ConfigDict(model)
   config.teacher_checkpoint = str(_REPO / "tests/fixtures/trellis2" / checkpoint)
   # The targets guide the teacher as TRELLIS.2's sampler does, g v_c + (1 - g) v_u with zeros as the

@@ -1,4 +1,5 @@
-"""Forward time of the DINOv2 condition encoder (``encode_images``), jitted, random params.
+"""Forward time of the DINOv2 condition encoder (``encode_images``), jitted, random params
+(mdt_jax/bench/dinov2_speed.py).
 
     python launch/benchmark_dinov2.py --batch=1 --size=518 --dtypes=float32,bfloat16
 
@@ -7,17 +8,10 @@ warm-up call), the compiled program's FLOP count (XLA cost analysis) and its rat
 of this machine's GEMM rate in that dtype, measured in the same run on the MLP's first matmul
 ([tokens, C] x [C, 4C]).
 """
-import functools
-import statistics
-import time
-
-import jax
-import jax.numpy as jnp
 from absl import flags
 
-from conversion.dinov2 import model_from_config
 from mdt_jax import cli
-from mdt_jax.encoders import encode_images
+from mdt_jax.bench.dinov2_speed import dinov2_speed
 
 _CONFIG = flags.DEFINE_string("config", "dinov2_vitl14_reg", "preset name or config json")
 _BATCH = flags.DEFINE_integer("batch", 1, "images per call")
@@ -26,45 +20,9 @@ _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "compute dtypes t
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed calls per measurement (median reported)")
 
 
-def median_seconds(fn, *args) -> float:
-  """Median wall time of ``--repeats`` calls of an already compiled ``fn``, after one warm-up."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
-def gemm_rate(tokens: int, dim: int, hidden: int, dtype) -> float:
-  """FLOP/s of one jitted [tokens, dim] x [dim, hidden] matmul in ``dtype``."""
-  a = jax.random.normal(jax.random.key(2), (tokens, dim), dtype)
-  b = jax.random.normal(jax.random.key(3), (dim, hidden), dtype)
-  return 2 * tokens * dim * hidden / median_seconds(jax.jit(jnp.dot), a, b)
-
-
 def main(argv):
   del argv
-  model = model_from_config(_CONFIG.value)
-  images = jax.random.uniform(jax.random.key(1), (_BATCH.value, _SIZE.value, _SIZE.value, 3), jnp.float32)
-  params = jax.jit(model.init)(jax.random.key(0), images)["params"]
-  num_params = sum(x.size for x in jax.tree.leaves(params))
-  tokens = _BATCH.value * (1 + model.num_register_tokens + (_SIZE.value // model.patch_size) ** 2)
-  print(f"jax {jax.__version__}; {_CONFIG.value}: {num_params:,} params; images {images.shape}; "
-        f"{jax.devices()[0].device_kind}, {jax.device_count()} device(s)")
-  for name in _DTYPES.value:
-    dtype = jnp.dtype(name)
-    encode = jax.jit(functools.partial(encode_images, model, dtype=dtype))
-    start = time.perf_counter()
-    compiled = encode.lower(params, images).compile()
-    compile_s = time.perf_counter() - start
-    flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
-    seconds = median_seconds(compiled, params, images)
-    gemm = gemm_rate(tokens, model.embed_dim, int(model.embed_dim * model.mlp_ratio), dtype)
-    print(f"  {name:9s} forward {seconds * 1e3:9.1f} ms (median of {_REPEATS.value}); compile {compile_s:.1f} s; "
-          f"{flops / 1e12:.3f} TFLOP at {flops / seconds / 1e9:.1f} GFLOP/s = "
-          f"{flops / seconds / gemm:.0%} of this machine's {name} GEMM rate ({gemm / 1e9:.1f} GFLOP/s)")
+  dinov2_speed(_CONFIG.value, _BATCH.value, _SIZE.value, tuple(_DTYPES.value), _REPEATS.value, log=print)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import jax
 from absl import app, flags, logging
 
 from configs import distill
-from mdt_jax import cli
+from mdt_jax import cli, stages
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (runs, results, study.md).", required=True)
 _STAGES = flags.DEFINE_list("stages", ["ss", "slat"], "Stages to run (ss, slat); empty: only write the report.")
@@ -39,16 +39,13 @@ def main(argv):
     jax.config.update("jax_compilation_cache_dir", str(workdir / "jax_cache"))
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("absl").setLevel(std_logging.WARNING)
-  from conversion import trellis
   from mdt_jax.demo import study
-  from mdt_jax.demo.run import check_condition_table, checkpoint_digest
-  from mdt_jax.demo.sampling import ToySamplers
-  unknown = set(_STAGES.value) - {"ss", "slat"}
+  unknown = set(_STAGES.value) - set(stages.NAMES)
   if unknown:
     raise app.UsageError(f"--stages: unknown stage(s) {sorted(unknown)}; known: ss, slat")
   plan = study.quick_plan() if _QUICK.value else study.default_plan()
   if _ARMS.value:
-    known = {a.name for stage in ("ss", "slat") for a in study.arms(stage)}
+    known = {a.name for stage in stages.STAGES for a in study.arms(stage)}
     if set(_ARMS.value) - known:
       raise app.UsageError(f"--arms: unknown arm(s) {sorted(set(_ARMS.value) - known)}; known: {sorted(known)}")
     plan = dataclasses.replace(plan, arm_names=tuple(_ARMS.value))
@@ -56,15 +53,8 @@ def main(argv):
   for stage, stem in teachers.items():
     if not Path(f"{stem}.json").is_file():
       raise app.UsageError(f"the {stage} teacher {stem}.json does not exist (--teacher_{stage})")
-    check_condition_table(stem)
-  loaded = {stage: trellis.load_checkpoint(stem) for stage, stem in teachers.items()}
-  samplers = ToySamplers(loaded["ss"][0], loaded["slat"][0], seed=plan.eval_sets.seed)
-  for stage in _STAGES.value:
-    study.Study(workdir, plan, stage, base_config=distill.get_config(f"{stage}_toy"), teacher=teachers[stage],
-                teacher_digest=checkpoint_digest(teachers[stage]), samplers=samplers,
-                models={"teacher": loaded[stage][1]}).run_all()
-  from mdt_jax.demo import study_report
-  report = study_report.write(workdir, plan, command=" ".join(sys.argv))
+  report = study.run_study(workdir, plan, teachers=teachers, stage_names=_STAGES.value, command=" ".join(sys.argv),
+                           base_configs={stage: distill.get_config(f"{stage}_toy") for stage in _STAGES.value})
   print(f"report: {report}")
 
 

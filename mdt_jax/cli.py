@@ -5,7 +5,7 @@
 
 Expected errors: a bad flag, config field or value (exit status 2), and, from ``main``, ValueError
 (bad values, conversion errors, files that are not JSON or not UTF-8), OSError (missing, unreadable or
-existing files, unusable directories) and mdt_jax.train.errors.RunError (a foreign workdir, a run
+existing files, unusable directories) and mdt_jax.errors.RunError (a foreign workdir, a run
 stopped by non-finite steps) (exit status 1). They print ``<program>: error: <message>``, the message
 naming the file, field or step. Anything else is a bug and keeps its traceback; ``MDT_TRACEBACK=1``
 shows the traceback of expected errors too.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from mdt_jax.train.errors import RunError
+from mdt_jax.errors import RunError
 
 EXPECTED = (ValueError, OSError, RunError, app.UsageError)
 TRACEBACK_ENV = "MDT_TRACEBACK"

@@ -128,7 +128,7 @@ def test_memory_estimate_is_near_xla_plan_on_a_tiny_step():
   apply = lambda p, x, t, c: model.apply({"params": p}, x, t, c)
   loss = lambda p, teacher, b: objective(p, teacher, b, jax.random.key(0), student_apply=apply, teacher_apply=apply,
                                          config=config)
-  fast = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}  # as launch/train_memory.py
+  fast = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}  # as mdt_jax/bench/train_memory.py
   stats = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(params, params, batch).compile(fast).memory_analysis()
   plan = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
   assert 0.8 * plan <= estimate.peak <= 2 * plan, (estimate, plan)

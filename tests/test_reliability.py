@@ -10,7 +10,7 @@ import pytest
 
 from configs import teacher as teacher_configs
 from mdt_jax.train import integrity
-from mdt_jax.train.errors import ConfigMismatch, UnusableWorkdir
+from mdt_jax.errors import ConfigMismatch, UnusableWorkdir
 from mdt_jax.train.workdir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]

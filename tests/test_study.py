@@ -14,7 +14,7 @@ import pytest
 from conftest import random_zero_inits
 from conversion import trellis
 from mdt_jax.demo import run as demo_run, study, study_report
-from mdt_jax.demo.sampling import ToySamplers
+from mdt_jax.generation.toy_sampling import ToySamplers
 from mdt_jax.distill.targets import normalise_per_sample
 from mdt_jax.sparse import SparseTensor
 

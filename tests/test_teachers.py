@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 from conversion import trellis
 from mdt_jax.data import toy_condition
-from mdt_jax.demo.sampling import smoke_samples
+from mdt_jax.generation.toy_sampling import smoke_samples
 from mdt_jax.sparse import SparseTensor
 
 TEACHERS = Path(__file__).resolve().parents[1] / "teachers"

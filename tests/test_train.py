@@ -33,7 +33,7 @@ from mdt_jax import sparse
 from mdt_jax.data import trellis_builder, trellis_inputs, trellis_testing
 from mdt_jax.train import faults, inputs, models, partitioning
 from mdt_jax.train.checkpoints import UNREADABLE, Checkpoints
-from mdt_jax.train.errors import ConfigMismatch, NonFiniteTraining
+from mdt_jax.errors import ConfigMismatch, NonFiniteTraining
 from mdt_jax.train.finite import leaf_name
 from mdt_jax.train.loop import train
 from mdt_jax.train.optimizer import adaptive_clip, ema_update, make_optimizer

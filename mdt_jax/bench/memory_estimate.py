@@ -33,8 +33,8 @@ Not counted: the transients of the io stages' sparse res blocks (128 channels wh
 1024; their residuals are in ``residuals``), of the DINOv2 forward (it runs before the student's,
 when no residual is live yet) and the latents of the passes ([rows, 8]). XLA:CPU computes bfloat16
 elementwise ops in float32 (e.g. a [tokens, 4C] float32 MLP hidden), so the block plans overstate
-an accelerator's. Attention is whatever the models call: launch/train_memory.py installs the flash
-stand-in (mdt_jax/bench/flash_memory.py) first.
+an accelerator's. Attention is whatever the models call: mdt_jax/bench/train_memory.py installs the
+flash stand-in (mdt_jax/bench/flash_memory.py) first.
 """
 from __future__ import annotations
 

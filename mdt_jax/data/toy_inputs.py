@@ -14,24 +14,22 @@ import dataclasses
 
 import numpy as np
 
+from mdt_jax import stages
 from mdt_jax.data import toy_condition
 from mdt_jax.data.fold import occupancy_to_latent
 from mdt_jax.data.toy_features import toy_features
 
-STAGES = ("ss", "slat")
-
 
 @dataclasses.dataclass(frozen=True)
 class ToyInputs:
-  """Decoder of toy records for one stage and one condition table."""
-  stage: str = "ss"
+  """Decoder of toy records for one stage (a Stage or its name) and one condition table."""
+  stage: stages.Stage | str = "ss"
   num_tokens: int = toy_condition.DEFAULT_NUM_TOKENS
   channels: int = toy_condition.DEFAULT_CHANNELS
   table_seed: int = toy_condition.DEFAULT_TABLE_SEED
 
   def __post_init__(self):
-    if self.stage not in STAGES:
-      raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+    object.__setattr__(self, "stage", stages.get(self.stage, field="stage"))
 
   def __call__(self, record, rng=None):
     del rng
@@ -39,8 +37,8 @@ class ToyInputs:
     out = {"cond": toy_condition.condition_tokens(cond_id, self.num_tokens, self.channels,
                                                   self.table_seed),
            "cond_id": np.int32(cond_id)}
-    if self.stage == "ss":
-      out["x0"] = occupancy_to_latent(record["occupancy"])
-    else:
+    if self.stage.sparse:
       out["coords"], out["feats"] = toy_features(record["occupancy"], cond_id, record["colour_gradient"])
+    else:
+      out["x0"] = occupancy_to_latent(record["occupancy"])
     return out

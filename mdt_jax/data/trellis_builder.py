@@ -36,11 +36,11 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mdt_jax import stages
 from mdt_jax.data import trellis_layout as layout
 from mdt_jax.data.sparse_batch import VOXEL_COUNTS_METADATA
 from mdt_jax.data.tfds_base import PackageBuilder
 
-STAGES = ("ss", "slat")
 # The published SLat normalisation: TRELLIS-image-large's SLat flow training config,
 # dataset.args.normalization (feats -> (feats - mean) / std per channel).
 PUBLISHED_SLAT_NORMALIZATION = {
@@ -77,9 +77,9 @@ def trellis_config(root, stage, latent_model, **options):
   The digest keeps builds of different roots or options in different directories of one data_dir.
   SLat defaults to PUBLISHED_SLAT_NORMALIZATION, SS to no normalisation.
   """
-  if stage not in STAGES:
-    raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-  if stage == "slat":
+  resolved = stages.get(stage, field="stage")
+  stage = resolved.name
+  if resolved.sparse:
     options.setdefault("normalization", PUBLISHED_SLAT_NORMALIZATION)
   root = os.path.abspath(root)
   key = json.dumps({"root": root, "stage": stage, "latent_model": latent_model, **options},
@@ -136,21 +136,22 @@ class TrellisLatents(PackageBuilder):
 
   def _info(self):
     config = self.builder_config
-    if config.stage not in STAGES or config.on_bad_data not in ("raise", "skip"):
-      raise ValueError(f"bad stage {config.stage!r} or on_bad_data {config.on_bad_data!r}")
+    stage = stages.get(config.stage, field="TrellisLatentsConfig.stage")
+    if config.on_bad_data not in ("raise", "skip"):
+      raise ValueError(f"TrellisLatentsConfig.on_bad_data must be 'raise' or 'skip', got {config.on_bad_data!r}")
     features = {
         "sha256": tfds.features.Text(),
         "views": tfds.features.Sequence(tfds.features.Text()),
         "captions": tfds.features.Sequence(tfds.features.Text()),
         "aesthetic_score": tfds.features.Scalar(dtype=np.float32),
     }
-    if config.stage == "ss":
-      channels, *grid = layout.SS_LATENT_SHAPE
-      features["ss_latent"] = tfds.features.Tensor(shape=(*grid, channels), dtype=np.float32)
-    else:
+    if stage.sparse:
       features["coords"] = tfds.features.Tensor(shape=(None, 3), dtype=np.int32)
       features["feats"] = tfds.features.Tensor(shape=(None, layout.SLAT_CHANNELS), dtype=np.float32)
       features["num_voxels"] = tfds.features.Scalar(dtype=np.int32)
+    else:
+      channels, *grid = layout.SS_LATENT_SHAPE
+      features["ss_latent"] = tfds.features.Tensor(shape=(*grid, channels), dtype=np.float32)
     return tfds.core.DatasetInfo(builder=self, description=__doc__,
                                  features=tfds.features.FeaturesDict(features),
                                  disable_shuffling=True, metadata=tfds.core.MetadataDict())
@@ -161,7 +162,7 @@ class TrellisLatents(PackageBuilder):
   def _filter_reason(self, row):
     """Why a metadata row is left out before its latent is read, or None."""
     config = self.builder_config
-    column = ("ss_latent_" if config.stage == "ss" else "latent_") + config.latent_model
+    column = ("latent_" if stages.get(config.stage).sparse else "ss_latent_") + config.latent_model
     if column in row and not layout.is_true(row[column]):
       return f"{column} is false"
     if config.min_aesthetic_score is not None:
@@ -179,18 +180,19 @@ class TrellisLatents(PackageBuilder):
     example = {"sha256": sha256, "captions": _captions(row, config.root),
                "aesthetic_score": _aesthetic_score(row, config.root),
                "views": layout.load_view_files(config.root, sha256) if config.require_cond_views else []}
-    if config.stage == "ss":
-      latent = layout.load_ss_latent(config.root, config.latent_model, sha256)
-      example["ss_latent"] = latent if norm is None else (latent - norm[0]) / norm[1]
-    else:
+    if stages.get(config.stage).sparse:
       coords, feats = layout.load_slat(config.root, config.latent_model, sha256)
       example.update(coords=coords, feats=feats if norm is None else (feats - norm[0]) / norm[1],
                      num_voxels=len(coords))
+    else:
+      latent = layout.load_ss_latent(config.root, config.latent_model, sha256)
+      example["ss_latent"] = latent if norm is None else (latent - norm[0]) / norm[1]
     return example
 
   def _generate_examples(self):
     config = self.builder_config
-    channels = layout.SS_LATENT_SHAPE[0] if config.stage == "ss" else layout.SLAT_CHANNELS
+    sparse = stages.get(config.stage).sparse
+    channels = layout.SLAT_CHANNELS if sparse else layout.SS_LATENT_SHAPE[0]
     norm = _normalization_arrays(config.normalization, channels)
     rows = layout.read_metadata(config.root)
     filtered, skipped, skipped_instances, counts, written = {}, {}, [], [], 0
@@ -204,13 +206,13 @@ class TrellisLatents(PackageBuilder):
         skipped[e.reason] = skipped.get(e.reason, 0) + 1
         skipped_instances.append({"sha256": e.sha256, "path": e.path, "reason": e.reason})
         continue
-      if (example is not None and config.stage == "slat" and config.max_num_voxels is not None
+      if (example is not None and sparse and config.max_num_voxels is not None
           and example["num_voxels"] > config.max_num_voxels):
         reason = f"more than {config.max_num_voxels} voxels"
       if reason:
         filtered[reason] = filtered.get(reason, 0) + 1
         continue
-      if config.stage == "slat":
+      if sparse:
         counts.append(example["num_voxels"])
       written += 1
       yield key, example
@@ -218,7 +220,7 @@ class TrellisLatents(PackageBuilder):
     logging.info("TrellisLatents %s: %s", config.name, summary)
     self.info.metadata[SUMMARY_METADATA] = {**summary, "skipped_instances": skipped_instances}
     self.info.metadata["normalization"] = config.normalization
-    if config.stage == "slat":
+    if sparse:
       self.info.metadata[VOXEL_COUNTS_METADATA] = {"train": counts}
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 
-STAGES = ("ss", "slat")
+from mdt_jax import stages
+
+STAGES = stages.NAMES
 STUDENTS = {"mdt": "vm_vd", "cm": "cm"}  # distilled student -> its objective (configs/distill.py)
 
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mdt_jax.demo import distill_runs, figures, sampling
+from mdt_jax import stages
+from mdt_jax.demo import distill_runs, figures
 from mdt_jax.demo.plan import STAGES, STUDENTS
+from mdt_jax.generation.toy_sampling import packed_coords
 
-_NAMES = {"ss": "stage 1 (sparse structure)", "slat": "stage 2 (structured latents)"}
+_NAMES = {s.name: s.label for s in stages.STAGES}
 _CONFIG_FIELDS = ("objective", "distill_type", "distill_interval", "cfg_teacher_vm", "cfg_teacher_vd", "lambda_vm",
                   "lambda_vd", "d_norm", "lr", "ema_rates", "batch_size_per_device", "batch_split")
 
@@ -173,7 +175,7 @@ def write(workdir: Path, c: dict) -> Path:
 
 
 def _real_stage2(sets) -> dict:
-  return {"coords": sampling.packed_coords(sets.structures), "feats": np.concatenate(sets.structure_feats),
+  return {"coords": packed_coords(sets.structures), "feats": np.concatenate(sets.structure_feats),
           "cond_id": sets.structure_cond_ids}
 
 

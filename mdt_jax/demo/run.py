@@ -4,7 +4,7 @@
 
 `distill_configs` are the stages' toy distillation configs (configs/distill.py:<stage>_toy; the
 launcher reads them, so this package does not import the repo's configs). Every part's result is
-stored as it finishes (distill_runs, evaluation), so a rerun in the same workdir skips finished
+stored as it finishes (distill_runs, eval.scoring), so a rerun in the same workdir skips finished
 parts; the latency block is measured in one go, all methods one after another, and stored as one.
 """
 from __future__ import annotations
@@ -21,10 +21,11 @@ import numpy as np
 
 from conversion import trellis
 from mdt_jax.data import toy_condition
-from mdt_jax.demo import distill_runs, evaluation, report
+from mdt_jax.demo import distill_runs, report
 from mdt_jax.demo.plan import STAGES, STUDENTS, DemoPlan
 from mdt_jax.demo.progress import Progress
-from mdt_jax.demo.sampling import ChunkLayout, ToySamplers, median_seconds
+from mdt_jax.eval import scoring
+from mdt_jax.generation.toy_sampling import ChunkLayout, ToySamplers, median_seconds
 
 # Seconds measured on the loaded 2-core machine the defaults were sized on (progress weights only):
 # a network evaluation per sample, a training step at the toy config's batch, the compilation of a
@@ -112,28 +113,28 @@ def run_demo(workdir, plan: DemoPlan, *, teachers: dict, distill_configs: dict, 
       checkpoints[f"{stage}_{student}"] = checkpoint_digest(runs[(stage, student)]["export"])
 
   # Evaluation: the same conditions and noises for every method.
-  results = evaluation.Results(workdir, {"plan": plan.to_dict(), "checkpoints": checkpoints})
-  sets = evaluation.EvalSets.build(plan)
+  results = scoring.Results(workdir, {"plan": plan.to_dict(), "checkpoints": checkpoints})
+  sets = scoring.EvalSets.build(plan)
   samplers = ToySamplers(models["ss"], models["slat"], seed=plan.seed)
   layout = ChunkLayout(plan.chunk_shapes, plan.chunk_voxels, plan.chunk_parents)
-  reference = progress.task("reference rows", lambda: evaluation.reference_rows(sets, plan, results),
+  reference = progress.task("reference rows", lambda: scoring.reference_rows(sets, plan, results),
                             lambda: results.get("reference", "real"))
   rows = {part: {} for part in ("stage1", "stage2", "pipeline", "spread")}
   for m in plan.methods():
     ss, slat = params["ss"][m.params], params["slat"][m.params]
     rows["stage1"][m.name] = progress.task(
-        f"stage 1 {m.name}", lambda: evaluation.stage1(samplers, ss, sets, m, results),
+        f"stage 1 {m.name}", lambda: scoring.stage1(samplers, ss, sets, m, results),
         lambda: results.get("stage1", m.name))
     rows["stage2"][m.name] = progress.task(
-        f"stage 2 {m.name}", lambda: evaluation.stage2(samplers, slat, sets, m, layout, results),
+        f"stage 2 {m.name}", lambda: scoring.stage2(samplers, slat, sets, m, layout, results),
         lambda: results.get("stage2", m.name))
     rows["pipeline"][m.name] = progress.task(
         f"pipeline {m.name}",
-        lambda: evaluation.pipeline(samplers, slat, sets, m, layout, plan.stage2_per_condition, results),
+        lambda: scoring.pipeline(samplers, slat, sets, m, layout, plan.stage2_per_condition, results),
         lambda: results.get("pipeline", m.name))
   for m in plan.spread_methods():
     rows["spread"][m.name] = progress.task(
-        f"spread {m.name}", lambda: evaluation.seed_spread(samplers, params["ss"][m.params], sets, m, plan, results),
+        f"spread {m.name}", lambda: scoring.seed_spread(samplers, params["ss"][m.params], sets, m, plan, results),
         lambda: results.get("spread", m.name))
 
   # Latency per sample at batch 1, every method in one block.

@@ -4,7 +4,7 @@ over training seeds and training steps.
 Each `Arm` is one distillation config (the stage's toy config plus a few fields); each runs once per
 training seed in `<workdir>/runs/<stage>/<arm>/seed<k>`, keeping a checkpoint every `eval_every`
 steps. Every kept checkpoint is scored with its raw weights and both EMAs (0.99 and 0.9) at 1 and
-2 sampling steps on the demo's sets (mdt_jax/demo/evaluation.py: stage 1 1-NNA / COV / MMD /
+2 sampling steps on the demo's sets (mdt_jax/eval/scoring.py: stage 1 1-NNA / COV / MMD /
 fidelity, stage 2 feature RMSE). The sampling noise is the same
 for every arm, seed and checkpoint, so seeds measure training randomness only. Step 0 is the teacher
 itself: its 1-2 step scores are the naive Euler rows.
@@ -25,9 +25,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mdt_jax.demo import distill_runs, evaluation
+from conversion import trellis
+from mdt_jax import stages
+from mdt_jax.demo import distill_runs
 from mdt_jax.demo.plan import DemoPlan, Method
-from mdt_jax.demo.sampling import ChunkLayout
+from mdt_jax.demo.run import check_condition_table, checkpoint_digest
+from mdt_jax.eval import scoring
+from mdt_jax.generation.toy_sampling import ChunkLayout, ToySamplers
 from mdt_jax.train import checkpoints
 
 SAMPLE_STEPS = (1, 2)
@@ -49,8 +53,15 @@ class Arm:
   core: bool = True
 
 
-def arms(stage: str) -> list[Arm]:
-  """The study's configs for `stage` (ss or slat), core grid first."""
+# Per stage (by name): whether the guided arms run (guidance helps only the stage-1 teacher,
+# teachers/metrics.md: best w 0.5; stage 2's is 0), and how many of the tries (None: all).
+_GUIDED = {"ss": True, "slat": False}
+_TRIES = {"ss": None, "slat": 1}
+
+
+def arms(stage: stages.Stage | str) -> list[Arm]:
+  """The study's configs for `stage` (a Stage or its name), core grid first."""
+  stage = stages.get(stage, field="stage")
   grid = [
       Arm("vm_vd", "vm_vd", {}, "MDT-dist VM+VD, du/dt unscaled (the toy default: d_norm off)"),
       Arm("vm_vd_dnorm", "vm_vd", {"d_norm": True}, "as published: du/dt / (‖du/dt‖ + 0.1), norm over all elements"),
@@ -59,13 +70,12 @@ def arms(stage: str) -> list[Arm]:
       Arm("vm", "vm", {}, "VM only (no VD), d_norm off"),
       Arm("cm", "cm", {}, "the consistency-distillation baseline (same interval D)"),
   ]
-  if stage == "ss":   # guidance helps only the stage-1 teacher (teachers/metrics.md: best w 0.5; stage 2's is 0)
-    grid += [
-        Arm("vm_vd_cfg0.5", "vm_vd", {"cfg_teacher_vm": 0.5, "cfg_teacher_vd": 0.5},
-            "guided teacher targets, w 0.5 (the teacher's best) in VM and VD, d_norm off"),
-        Arm("vm_vd_published", "vm_vd", {"d_norm": True, "cfg_teacher_vm": 0.5, "cfg_teacher_vd": 0.5},
-            "the published regime: guided teacher targets (w 0.5) and d_norm"),
-    ]
+  guided = [
+      Arm("vm_vd_cfg0.5", "vm_vd", {"cfg_teacher_vm": 0.5, "cfg_teacher_vd": 0.5},
+          "guided teacher targets, w 0.5 (the teacher's best) in VM and VD, d_norm off"),
+      Arm("vm_vd_published", "vm_vd", {"d_norm": True, "cfg_teacher_vm": 0.5, "cfg_teacher_vd": 0.5},
+          "the published regime: guided teacher targets (w 0.5) and d_norm"),
+  ]
   tries = [
       Arm("vm_vd_continuous", "vm_vd", {"distill_type": "continuous"}, "du/dt by a JVP instead of a difference", False),
       Arm("vm_vd_D0.05", "vm_vd", {"distill_interval": 0.05}, "discrete interval D 0.05 (0.01 published)", False),
@@ -77,7 +87,7 @@ def arms(stage: str) -> list[Arm]:
       Arm("cm_160", "cm", {"total_steps": 160}, "CM, twice the steps", False),
       Arm("cm_lr3e-4", "cm", {"lr": 3e-4}, "CM at learning rate 3e-4: the same tuning for the baseline", False),
   ]
-  return grid + (tries if stage == "ss" else tries[:1])
+  return grid + (guided if _GUIDED[stage.name] else []) + tries[:_TRIES[stage.name]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +125,7 @@ def quick_plan() -> StudyPlan:
 def _write_json(path: Path, value) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(evaluation.jsonable(value), indent=1))
+  tmp.write_text(json.dumps(scoring.jsonable(value), indent=1))
   tmp.replace(path)
 
 
@@ -146,30 +156,30 @@ def _claimed(directory: Path):
 class Study:
   """One stage's study in `workdir`: `run_all()` trains and scores every arm and seed, resuming."""
 
-  def __init__(self, workdir: Path, plan: StudyPlan, stage: str, *, base_config, teacher: str, teacher_digest: str,
+  def __init__(self, workdir: Path, plan: StudyPlan, stage: stages.Stage | str, *, base_config, teacher: str, teacher_digest: str,
                samplers, models: dict, out=print):
-    self.workdir, self.plan, self.stage, self.base = Path(workdir), plan, stage, base_config
+    self.workdir, self.plan, self.stage, self.base = Path(workdir), plan, stages.get(stage, field="stage"), base_config
     self.teacher, self.teacher_digest, self.samplers, self.models, self.out = (teacher, teacher_digest, samplers,
                                                                                models, out)
-    self.sets = evaluation.EvalSets.build(plan.eval_sets)
+    self.sets = scoring.EvalSets.build(plan.eval_sets)
     e = plan.eval_sets
     self.layout = ChunkLayout(e.chunk_shapes, e.chunk_voxels, e.chunk_parents)
     self.fingerprint = {"teacher_digest": teacher_digest, "eval_sets": e.to_dict()}
 
   def results_path(self, arm: str, seed: int) -> Path:
-    return self.workdir / "results" / self.stage / arm / f"seed{seed}.json"
+    return self.workdir / "results" / self.stage.name / arm / f"seed{seed}.json"
 
   def run_dir(self, arm: str, seed: int) -> Path:
-    return self.workdir / "runs" / self.stage / arm / f"seed{seed}"
+    return self.workdir / "runs" / self.stage.name / arm / f"seed{seed}"
 
   def _score(self, params, steps: int, seed_offset: int = 0) -> tuple[dict, np.ndarray]:
-    return evaluation.sample_and_score(self.stage, self.samplers, self.sets, self.layout, params,
+    return scoring.sample_and_score(self.stage, self.samplers, self.sets, self.layout, params,
                                        Method(f"steps{steps}", "run", steps), seed_offset)
 
   def reference(self) -> dict:
     """Teacher at 25 steps and naive Euler at 1/2/4 (stage 1: sampling seeds 0 and 1; seed 0's samples
     kept for the renders) and, stage 1, the real row (the second real set)."""
-    path = self.workdir / "results" / self.stage / "reference.json"
+    path = self.workdir / "results" / self.stage.name / "reference.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
     if stored.get("fingerprint") == self.fingerprint and all(
         (path.parent / f"reference_steps{steps}.npz").exists() for steps in REFERENCE_STEPS):
@@ -177,21 +187,21 @@ class Study:
     params = jax.device_put(self.models["teacher"])
     rows = {}
     for steps in REFERENCE_STEPS:
-      scored = [self._score(params, steps, offset) for offset in ((0, 1) if self.stage == "ss" else (0,))]
+      # Stage 2's noise is fixed per sample id (ToySamplers): one sampling seed.
+      scored = [self._score(params, steps, offset) for offset in ((0,) if self.stage.sparse else (0, 1))]
       rows[f"steps{steps}"] = [metrics for metrics, _ in scored]
       samples = scored[0][1]
       path.parent.mkdir(parents=True, exist_ok=True)
       np.savez_compressed(path.parent / f"reference_steps{steps}.npz", samples=samples)
     result = {"fingerprint": self.fingerprint, "teacher": rows}
-    if self.stage == "ss":
-      sets = self.sets
-      result["second_real"] = evaluation.scalars(sets.stage1(sets.second_real.occupancy, sets.second_real.cond_id))
+    if not self.stage.sparse:
+      result["second_real"] = scoring.real_scores(self.stage, self.sets)
     _write_json(path, result)
     return result
 
   def config(self, arm: Arm, seed: int):
-    steps = self.plan.steps[self.stage]
-    overrides = {**self.plan.distill_overrides.get(self.stage, {})}
+    steps = self.plan.steps[self.stage.name]
+    overrides = {**self.plan.distill_overrides.get(self.stage.name, {})}
     data = overrides.pop("data", {})
     config = distill_runs.run_config(self.base, arm.objective, teacher=self.teacher, steps=steps,
                                      overrides={**overrides, **arm.overrides},
@@ -200,7 +210,7 @@ class Study:
     config.total_steps = arm.overrides.get("total_steps", steps)  # an arm may train longer than the plan
     config.seed = seed
     config.ema_rates = EMA_RATES
-    config.checkpoint_every = self.plan.eval_every[self.stage]
+    config.checkpoint_every = self.plan.eval_every[self.stage.name]
     config.keep_checkpoints = config.total_steps // config.checkpoint_every + 1
     return config
 
@@ -214,7 +224,7 @@ class Study:
     result = json.loads(path.read_text()) if path.exists() else {}
     config = self.config(arm, seed)
     fingerprint = {**self.fingerprint, "config": config.to_dict()}
-    if result.get("fingerprint") != json.loads(json.dumps(evaluation.jsonable(fingerprint))):
+    if result.get("fingerprint") != json.loads(json.dumps(scoring.jsonable(fingerprint))):
       result = {"fingerprint": fingerprint, "scores": {}}
     directory = self.run_dir(arm.name, seed)
     record = distill_runs.stored_in(directory, teacher_digest=self.teacher_digest, steps=config.total_steps)
@@ -247,14 +257,31 @@ class Study:
     selected = [a for a in arms(self.stage) if not self.plan.arm_names or a.name in self.plan.arm_names]
     order = ([(a, s) for s in self.plan.seeds for a in selected if a.core]
              + [(a, s) for s in self.plan.seeds for a in selected if not a.core])
-    self.out(f"study {self.stage}: reference rows")
+    self.out(f"study {self.stage.name}: reference rows")
     done = {"reference": self.reference(), "arms": {}}
     for i, (arm, seed) in enumerate(order):
       start = time.perf_counter()
       result = self.run(arm, seed)
       done["arms"].setdefault(arm.name, {})[seed] = result
       final = result["scores"].get(f"{result['record']['steps']}/raw/1", {})
-      self.out(f"study {self.stage} [{i + 1}/{len(order)}] {arm.name} seed {seed}: "
+      self.out(f"study {self.stage.name} [{i + 1}/{len(order)}] {arm.name} seed {seed}: "
                f"{time.perf_counter() - start:.0f} s; final 1-step " + ", ".join(
                    f"{k} {v:.3f}" for k, v in final.items() if k in ("1nna", "cov", "fd", "rmse")))
     return done
+
+
+def run_study(workdir: Path, plan: StudyPlan, *, teachers: dict, base_configs: dict, stage_names: list[str],
+              command: str = "", out=print) -> Path:
+  """The study of each stage of ``stage_names`` (resuming), then study.md. teachers: {stage name: TRELLIS
+  stem} of both stages (checked against the toy condition table); base_configs: {stage name: its toy
+  distillation config}. -> study.md's path."""
+  from mdt_jax.demo import study_report  # it imports this module
+  for stem in teachers.values():
+    check_condition_table(stem)
+  loaded = {stage: trellis.load_checkpoint(stem) for stage, stem in teachers.items()}
+  samplers = ToySamplers(loaded["ss"][0], loaded["slat"][0], seed=plan.eval_sets.seed)
+  for stage in stage_names:
+    Study(workdir, plan, stage, base_config=base_configs[stage], teacher=teachers[stage],
+          teacher_digest=checkpoint_digest(teachers[stage]), samplers=samplers,
+          models={"teacher": loaded[stage][1]}, out=out).run_all()
+  return study_report.write(workdir, plan, command=command)

@@ -14,21 +14,25 @@ matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mdt_jax.demo import evaluation, figures  # noqa: E402
+from mdt_jax import stages  # noqa: E402
+from mdt_jax.demo import figures  # noqa: E402
 from mdt_jax.demo.report import markdown_table  # noqa: E402
 from mdt_jax.demo.study import SAMPLE_STEPS, arms  # noqa: E402
+from mdt_jax.eval import scoring  # noqa: E402
 
 STAGE_NAMES = {"ss": "Stage 1 (sparse structure, dense 8x8x8x8 latents)",
                "slat": "Stage 2 (structured latents on real structures)"}
-HEADLINE = {"ss": "1nna", "slat": "fd"}  # lower is better for both
+EXTRA_COLUMNS = {"ss": ("cov", "fidelity"), "slat": ()}  # 1-step columns beside the headline metric
+RENDER_TITLES = {"ss": "stage 1: structures (colour: height)",
+                 "slat": "stage 2 on real structures (colour: generated colour channels)"}
 RENDER_COUNT = 8
 WEIGHT_LABELS = {"ema0": "EMA 0.99", "ema1": "EMA 0.9"}  # the headline columns use the raw weights
 CURVE_PANELS = ((1, "raw"), (2, "raw"), (1, "ema0"))   # (sampling steps, weights) per panel
 
 
-def load(workdir: Path, stage: str) -> tuple[dict | None, dict]:
+def load(workdir: Path, stage: stages.Stage) -> tuple[dict | None, dict]:
   """-> (reference.json or None, {arm name: {seed: result}}) of the stage's stored results."""
-  root = Path(workdir) / "results" / stage
+  root = Path(workdir) / "results" / stage.name
   ref_path = root / "reference.json"
   reference = json.loads(ref_path.read_text()) if ref_path.exists() else None
   results = {}
@@ -74,9 +78,9 @@ def _finished(seeds: dict) -> dict:
   return {s: r for s, r in seeds.items() if f"{r['record']['steps']}/raw/{SAMPLE_STEPS[-1]}" in r["scores"]}
 
 
-def stage_table(stage: str, reference: dict | None, results: dict) -> list[str]:
-  key = HEADLINE[stage]
-  extra = ("cov", "fidelity") if stage == "ss" else ()
+def stage_table(stage: stages.Stage, reference: dict | None, results: dict) -> list[str]:
+  key = stage.headline
+  extra = EXTRA_COLUMNS[stage.name]
   header = ["config", "what it tests", "seeds", "steps"] + [f"{key} {s}-step" for s in SAMPLE_STEPS] + [
       f"{k} 1-step" for k in extra] + [f"best {key} 1-step (at step)"] + [
       f"{label}: {key} 1 / 2-step" for label in WEIGHT_LABELS.values()] + ["train s/step (incl. compile)"]
@@ -102,9 +106,9 @@ def stage_table(stage: str, reference: dict | None, results: dict) -> list[str]:
   return markdown_table(header, rows)
 
 
-def reference_table(stage: str, reference: dict) -> list[str]:
+def reference_table(stage: stages.Stage, reference: dict) -> list[str]:
   """The teacher's rows (mean ± sd over sampling seeds where there are two) and the real row."""
-  keys = (HEADLINE[stage],) + (("cov", "mmd", "fidelity") if stage == "ss" else ("one_nna", "rmse"))
+  keys = stage.metrics
   rows = []
   for steps, label in ((25, "teacher, 25 Euler steps"), (1, "naive Euler, 1 step (every arm at step 0)"),
                        (2, "naive Euler, 2 steps"), (4, "naive Euler, 4 steps")):
@@ -115,10 +119,10 @@ def reference_table(stage: str, reference: dict) -> list[str]:
   return markdown_table(["sampler", "NFE", "sampling seeds", *keys], rows)
 
 
-def plot_curves(path: Path, stage: str, reference: dict | None, results: dict) -> None:
+def plot_curves(path: Path, stage: stages.Stage, reference: dict | None, results: dict) -> None:
   """Quality against training steps: a panel per CURVE_PANELS entry, one line per arm (mean over
   seeds, bars from the lowest to the highest seed), step 0 the teacher's naive Euler."""
-  key = HEADLINE[stage]
+  key = stage.headline
   fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(5.5 * len(CURVE_PANELS), 4.2), squeeze=False)
   for ax, (sampling_steps, which) in zip(axes[0], CURVE_PANELS):
     euler = reference["teacher"][f"steps{sampling_steps}"][0][key] if reference else None
@@ -140,21 +144,21 @@ def plot_curves(path: Path, stage: str, reference: dict | None, results: dict) -
       if "second_real" in reference:
         ax.axhline(reference["second_real"][key], color="grey", linestyle="-.", linewidth=1, label="real vs real")
     ax.set(xlabel="distillation step", ylabel=f"{key} (lower is better)",
-           title=f"{stage}: {sampling_steps}-step sampling, {WEIGHT_LABELS.get(which, 'raw weights')}")
+           title=f"{stage.name}: {sampling_steps}-step sampling, {WEIGHT_LABELS.get(which, 'raw weights')}")
     ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
 
 
-def render(path: Path, stage: str, workdir: Path, sets, results: dict) -> None:
+def render(path: Path, stage: stages.Stage, workdir: Path, sets, results: dict) -> None:
   """The first sample of each of the first RENDER_COUNT conditions: teacher, naive Euler and every
   arm's seed-0 final 1-step samples from the raw weights (same noise in every row)."""
-  root = Path(workdir) / "results" / stage
+  root = Path(workdir) / "results" / stage.name
   rows = []
   sources = [("teacher, 25 steps", root / "reference_steps25.npz"), ("naive Euler, 1 step", root / "reference_steps1.npz")]
   sources += [(f"{arm.name}, 1 step", root / arm.name / "seed0_steps1.npz") for arm in arms(stage)]
-  if stage == "ss":
+  if not stage.sparse:
     conditions = list(dict.fromkeys(sets.cond_ids.tolist()))[:RENDER_COUNT]
     picks = [int(np.flatnonzero(sets.cond_ids == c)[0]) for c in conditions]
     real = [np.argwhere(sets.reference.occupancy[np.flatnonzero(sets.reference.cond_id == c)[0]]) for c in conditions]
@@ -174,9 +178,7 @@ def render(path: Path, stage: str, workdir: Path, sets, results: dict) -> None:
         feats = np.load(file)["samples"]
         rows.append((label, [(sets.structures[i], figures.feature_rgb(feats[starts[i]:starts[i + 1]]))
                              for i in range(count)]))
-  title = ("stage 1: structures (colour: height)" if stage == "ss"
-           else "stage 2 on real structures (colour: generated colour channels)")
-  figures.render_grid(path, rows, sets.resolution, title)
+  figures.render_grid(path, rows, sets.resolution, RENDER_TITLES[stage.name])
 
 
 def cpu_seconds(results: dict) -> tuple[float, float]:
@@ -198,22 +200,22 @@ def write(workdir: Path, plan, *, command: str = "") -> Path:
            "same for every row. Headline columns: the final raw weights. Lower is better in every headline "
            "column. `best` picks the checkpoint with the lowest mean on the evaluation set itself, so it is "
            "optimistic; the final columns are the honest ones.", ""]
-  sets = evaluation.EvalSets.build(plan.eval_sets)
-  for stage in ("ss", "slat"):
+  sets = scoring.EvalSets.build(plan.eval_sets)
+  for stage in stages.STAGES:
     reference, results = load(workdir, stage)
     if reference is None and not results:
       continue
     train_s, eval_s = cpu_seconds(results)
-    lines += [f"## {STAGE_NAMES[stage]}", "",
+    lines += [f"## {STAGE_NAMES[stage.name]}", "",
               f"Stored runs: {sum(len(v) for v in results.values())}; training {train_s / 60:.1f} min and "
               f"scoring {eval_s / 60:.1f} min of wall time (compilation included).", ""]
     lines += stage_table(stage, reference, results) + [""]
     if reference:
       lines += ["Reference rows:", ""] + reference_table(stage, reference) + [""]
-    plot_curves(workdir / f"study_curves_{stage}.png", stage, reference, results)
-    render(workdir / f"study_renders_{stage}.png", stage, workdir, sets, results)
-    lines += [f"![quality against distillation steps](study_curves_{stage}.png)", "",
-              f"![final 1-step samples](study_renders_{stage}.png)", ""]
+    plot_curves(workdir / f"study_curves_{stage.name}.png", stage, reference, results)
+    render(workdir / f"study_renders_{stage.name}.png", stage, workdir, sets, results)
+    lines += [f"![quality against distillation steps](study_curves_{stage.name}.png)", "",
+              f"![final 1-step samples](study_renders_{stage.name}.png)", ""]
   path = workdir / "study.md"
   path.write_text("\n".join(lines))
   return path

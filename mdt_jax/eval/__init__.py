@@ -10,6 +10,11 @@ Modules, one job each:
   stage2_distribution  evaluate_stage2_distribution: generated vs real feature sets (FD, 1-NNA).
   pipeline     evaluate_pipeline: both stages of a two-stage sample.
   reference    the held-out sets (reference and second real set), in-memory splits, seed spread.
+  round_trip   a TRELLIS checkpoint converted to orbax, run and converted back (launch/convert_and_run.py).
+  stage1_sweep a stage-1 checkpoint at several step counts and guidance scales (launch/evaluate_ss.py).
+  reference_report  the reference rows and the cost of one evaluation (launch/toy_eval_reference.py).
+  scoring      sampling a toy set with generation.toy_sampling and scoring it per stage, the sets
+               (EvalSets) and the stored results (Results).
 """
 from mdt_jax.eval.decode import coords_to_occupancy, decode_latents, occupancy_to_coords
 from mdt_jax.eval.distance import iou_distance

@@ -1,4 +1,9 @@
-"""Sampling shapes with the two TRELLIS flows, and writing what came out (npz, PLY, PNG views)."""
+"""Sampling shapes with the two TRELLIS flows, and writing what came out (npz, PLY, PNG views).
+
+  pipeline      TwoStagePipeline: condition tokens -> structure -> structured latents; StageSampling.
+  toy_sampling  ToySamplers: both toy stages with fixed noises, stage 2 in chunks of one layout.
+  export        npz, PLY and PNG views of what came out.
+"""
 from mdt_jax.generation.pipeline import Generation, StageSampling, TwoStagePipeline
 
 __all__ = ["Generation", "StageSampling", "TwoStagePipeline"]

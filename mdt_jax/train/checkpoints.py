@@ -24,8 +24,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from mdt_jax.errors import ConfigMismatch
 from mdt_jax.train import integrity
-from mdt_jax.train.errors import ConfigMismatch
 from mdt_jax.train.finite import leaf_name, non_finite_leaves
 
 UNREADABLE = "checkpoints_unreadable"

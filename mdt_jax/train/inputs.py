@@ -27,6 +27,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tensorflow_datasets.core import constants as tfds_constants
 
+from mdt_jax import stages
 from mdt_jax.data import pipeline, sparse_batch, toy_builder, toy_inputs, trellis_builder, trellis_inputs
 from mdt_jax.sparse import SparseShards, bucket_capacity, coarse_capacities
 from mdt_jax.train.partitioning import BATCH_AXES
@@ -84,7 +85,7 @@ def trellis_dataset_builder(config, workdir) -> trellis_builder.TrellisLatents:
   data = config.data
   options = dict(min_aesthetic_score=data.min_aesthetic_score, on_bad_data=data.on_bad_data,
                  require_cond_views=True)
-  if config.stage == "slat":
+  if stages.get(config.stage).sparse:
     options["max_num_voxels"] = data.max_num_voxels
   builder_config = trellis_builder.trellis_config(data.root, config.stage, data.latent_model, **options)
   return trellis_builder.TrellisLatents(config=builder_config, data_dir=_data_dir(config, workdir))
@@ -175,7 +176,7 @@ class TrainInputs:
       raise ValueError(f"config.data.dataset must be 'toy' or 'trellis', got {config.data.dataset!r}")
     source = self.builder.as_data_source()["train"]
     self.layout = host_layout(config, mesh)
-    self.sparse = config.stage == "slat"
+    self.sparse = stages.get(config.stage).sparse
     collate = (pipeline.SparseCollate(sparse_batch.voxel_counts(self.builder, "train"), self.layout,
                                       capacity_fn=floored_capacity(config.data.min_capacity, "min_capacity"))
                if self.sparse else pipeline.dense_collate)

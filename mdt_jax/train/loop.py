@@ -24,9 +24,9 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from conversion import trellis
+from mdt_jax.errors import NonFiniteTraining
 from mdt_jax.train import models, partitioning, validation
 from mdt_jax.train.checkpoints import Checkpoints
-from mdt_jax.train.errors import NonFiniteTraining
 from mdt_jax.train.inputs import TrainInputs
 from mdt_jax.train.optimizer import make_optimizer
 from mdt_jax.train.snapshots import Snapshots

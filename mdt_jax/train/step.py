@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mdt_jax import encoders
+from mdt_jax import encoders, stages
 from mdt_jax.distill import ObjectiveSpec, objective
 from mdt_jax.models import registry
 from mdt_jax.sparse import SparseTensor
@@ -133,7 +133,7 @@ def jit_train_step(config, optimizer, mesh, state_shardings, frozen_shardings, *
   step_fn = make_train_step(
       config, optimizer, student_apply=registry.velocity(student),
       teacher_apply=registry.velocity(teacher) if teacher is not None else None,
-      sparse=config.stage == "slat",
+      sparse=stages.get(config.stage).sparse,
       encode_image=functools.partial(encoders.encode_images, image_encoder) if image_encoder is not None else None,
       gather=lambda tree: jax.lax.with_sharding_constraint(tree, gathered_shardings(tree, mesh)))
   return jax.jit(step_fn, in_shardings=(state_shardings, frozen_shardings, None),

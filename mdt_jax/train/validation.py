@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 
+from mdt_jax import stages
 from mdt_jax.distill.spec import ObjectiveSpec
 from mdt_jax.train import inputs
 
-CHOICES = {"stage": ("ss", "slat"), "data.dataset": ("toy", "trellis"), "data.on_bad_data": ("raise", "skip")}
+CHOICES = {"data.dataset": ("toy", "trellis"), "data.on_bad_data": ("raise", "skip")}
 POSITIVE = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints", "max_consecutive_skips",
             "batch_size_per_device", "batch_split", "lr")
 
@@ -25,6 +26,10 @@ def _get(config, dotted: str):
 def check(config, mesh):
   """Raises ValueError naming the first field of ``config`` that cannot work on ``mesh``."""
   ObjectiveSpec.of(config)  # the objective's choices, checked as the step builder will
+  stage = stages.get(config.stage)
+  if config.model.name and config.model.name not in stage.flow_models:
+    raise ValueError(f"config.model.name {config.model.name!r} is not a flow of stage {stage.name!r} "
+                     f"(config.stage); its flows: {stage.flow_models}")
   for field, allowed in CHOICES.items():
     if _get(config, field) not in allowed:
       raise ValueError(f"config.{field} must be one of {allowed}, got {_get(config, field)!r}")

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from conversion.common import atomic_write
-from mdt_jax.train.errors import ConfigMismatch, UnusableWorkdir
+from mdt_jax.errors import ConfigMismatch, UnusableWorkdir
 
 RESUMABLE = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints", "keep_period", "snapshot_every",
              "snapshot_steps", "snapshot_count", "max_consecutive_skips", "mesh.*", "data.num_threads")

@@ -1,5 +1,7 @@
-"""The demo's evaluation: every method on the same conditions and noises, for stage 1, stage 2 and
-the two-stage pipeline; and the reference rows.
+"""Sampling a toy set and scoring it: every method on the same conditions and noises, for stage 1,
+stage 2 and the two-stage pipeline; and the reference rows. The demo, the study, launch/evaluate_run.py
+and launch/ship_teachers.py score through it. `method` is a sampler's settings with a `name` (the
+demo's `Method`); `plan` holds the sets' sizes (the demo's `DemoPlan`).
 
 * stage 1: `per_condition` shapes for each toy condition of `conditions`, scored against
   the test split's first `per_condition` shapes of the condition (eval.evaluate_stage1), family
@@ -29,10 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mdt_jax import eval as ev
+from mdt_jax import stages
 from mdt_jax.data import toy_builder, toy_condition
 from mdt_jax.data.toy_features import toy_features
-from mdt_jax.demo.sampling import packed_coords
+from mdt_jax.eval.reference import ToySplit, split_halves, toy_split
+from mdt_jax.eval.stage1 import evaluate_stage1
+from mdt_jax.eval.stage2 import evaluate_stage2
+from mdt_jax.eval.stage2_distribution import evaluate_stage2_distribution
+from mdt_jax.generation.toy_sampling import packed_coords
 
 TOY_CONFIG = "r16"
 
@@ -54,9 +60,9 @@ class EvalSets:
   """Host data of the evaluation: conditions, tokens, reference sets, fidelity labels, structures."""
   cond_ids: np.ndarray        # int [N], the generated shapes' conditions (per_condition each)
   cond: np.ndarray            # float32 [N, L, C] their tokens
-  reference: ev.ToySplit      # the set every method is scored against
-  second_real: ev.ToySplit    # real shapes of the same conditions, not in `reference`
-  labelled: ev.ToySplit       # family fidelity's classifier set
+  reference: ToySplit      # the set every method is scored against
+  second_real: ToySplit    # real shapes of the same conditions, not in `reference`
+  labelled: ToySplit       # family fidelity's classifier set
   structures: list            # stage 2: real structures' voxels [n_i, 3] (np.argwhere order, as toy_features') ...
   structure_cond_ids: np.ndarray
   structure_feats: list       # ... and their real features [n_i, 8] (their own colour draws)
@@ -69,16 +75,16 @@ class EvalSets:
   def build(cls, plan) -> "EvalSets":
     named = {c.name: c for c in toy_builder.ToyShapes.BUILDER_CONFIGS}
     config = named[TOY_CONFIG]
-    test = ev.toy_split(config, "test")
+    test = toy_split(config, "test")
     test = test.take(np.flatnonzero(np.isin(test.cond_id, plan.conditions)))
-    first, second = ev.split_halves(test.cond_id, plan.per_condition)
+    first, second = split_halves(test.cond_id, plan.per_condition)
     reference, second_real = test.take(first), test.take(second)
     labels = dataclasses.replace(config, name=f"{config.name}_n{plan.fidelity_train_shapes}",
                                  num_train=plan.fidelity_train_shapes)
-    labelled = ev.toy_split(labels, "train")
+    labelled = toy_split(labels, "train")
     cond_ids = np.repeat(np.asarray(plan.conditions), plan.per_condition)
-    picked = reference.take(ev.split_halves(reference.cond_id, plan.stage2_per_condition)[0])
-    second = second_real.take(ev.split_halves(second_real.cond_id, plan.stage2_per_condition)[0])
+    picked = reference.take(split_halves(reference.cond_id, plan.stage2_per_condition)[0])
+    second = second_real.take(split_halves(second_real.cond_id, plan.stage2_per_condition)[0])
     real, second_feats = _real_features(picked), _real_features(second)
     return cls(cond_ids=cond_ids, cond=toy_condition.condition_tokens(cond_ids), reference=reference,
                second_real=second_real, labelled=labelled,
@@ -89,20 +95,20 @@ class EvalSets:
 
   def stage1(self, occupancy, cond_ids=None) -> dict:
     cond_ids = self.cond_ids if cond_ids is None else cond_ids
-    return ev.evaluate_stage1(occupancy, cond_ids, self.reference.occupancy, self.reference.cond_id,
+    return evaluate_stage1(occupancy, cond_ids, self.reference.occupancy, self.reference.cond_id,
                               self.labelled.occupancy, self.labelled.family)
 
   def stage2(self, shapes, feats, cond_ids) -> dict:
     """The exact error against the conditional mean, and `fd`, `one_nna`, `one_nna_exchangeable` of
     the features as a distribution against the real features of the stage-2 structures."""
     coords, feats = packed_coords(shapes), np.concatenate(feats)
-    exact = ev.evaluate_stage2(coords, feats, cond_ids, self.resolution)
-    distribution = ev.evaluate_stage2_distribution(coords, feats, len(shapes), packed_coords(self.structures),
+    exact = evaluate_stage2(coords, feats, cond_ids, self.resolution)
+    distribution = evaluate_stage2_distribution(coords, feats, len(shapes), packed_coords(self.structures),
                                                    np.concatenate(self.structure_feats), len(self.structures))
     return {**exact, **{k: distribution[k] for k in ("fd", "one_nna", "one_nna_exchangeable")}}
 
 
-def _real_features(split: ev.ToySplit) -> list:
+def _real_features(split: ToySplit) -> list:
   """(coords int32 [n_i, 3], feats float32 [n_i, 8]) of each shape, with its own colour draw."""
   return [toy_features(o, k, g) for o, k, g in zip(split.occupancy, split.cond_id, split.colour_gradient)]
 
@@ -145,13 +151,13 @@ def scalars(metrics: dict) -> dict:
   return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.number))}
 
 
-def sample_and_score(stage: str, samplers, sets: EvalSets, layout, params, method, seed_offset: int = 0
-                     ) -> tuple[dict, np.ndarray]:
+def sample_and_score(stage: stages.Stage | str, samplers, sets: EvalSets, layout, params, method,
+                     seed_offset: int = 0) -> tuple[dict, np.ndarray]:
   """`method`'s samples from `params` and the stage's scalar metrics -> (metrics, samples): stage 1
   (ss) the occupancy [N, R, R, R] of one sample per `sets.cond_ids` entry, with the noise of sampling
   seed `seed_offset`; stage 2 (slat) the features [sum n_i, C] generated on `sets.structures`, shapes
   concatenated in order (its noise is fixed per sample id: `seed_offset` must be 0)."""
-  if stage == "ss":
+  if not stages.get(stage, field="stage").sparse:
     _, occupancy = samplers.structures(params, sets.cond, method, np.arange(len(sets.cond_ids)), seed_offset)
     return scalars(sets.stage1(occupancy)), occupancy
   if seed_offset:
@@ -159,6 +165,14 @@ def sample_and_score(stage: str, samplers, sets: EvalSets, layout, params, metho
   cond = toy_condition.condition_tokens(sets.structure_cond_ids)
   feats = samplers.latents(params, sets.structures, cond, method, np.arange(len(sets.structures)), layout)
   return scalars(sets.stage2(sets.structures, feats, sets.structure_cond_ids)), np.concatenate(feats)
+
+
+def real_scores(stage: stages.Stage | str, sets: EvalSets) -> dict:
+  """The stage's real-vs-real row (scalars): stage 1 the second real set against the reference; stage 2
+  the second real set's own features on its structures."""
+  if stages.get(stage, field="stage").sparse:
+    return scalars(sets.stage2(sets.second_structures, sets.second_structure_feats, sets.second_structure_cond_ids))
+  return scalars(sets.stage1(sets.second_real.occupancy, sets.second_real.cond_id))
 
 
 def _timed(fn):
@@ -209,9 +223,9 @@ def reference_rows(sets: EvalSets, plan, results: Results) -> dict:
   named = {c.name: c for c in toy_builder.ToyShapes.BUILDER_CONFIGS}
   fresh = []
   for seed in range(1, plan.spread_seeds + 1):
-    other = ev.toy_split(dataclasses.replace(named[TOY_CONFIG], seed=seed), "test")
+    other = toy_split(dataclasses.replace(named[TOY_CONFIG], seed=seed), "test")
     other = other.take(np.flatnonzero(np.isin(other.cond_id, plan.conditions)))
-    other = other.take(ev.split_halves(other.cond_id, plan.per_condition)[0])
+    other = other.take(split_halves(other.cond_id, plan.per_condition)[0])
     fresh.append(sets.stage1(other.occupancy, other.cond_id))
   return results.put("reference", "real", {
       "second_real": sets.stage1(sets.second_real.occupancy, sets.second_real.cond_id),

@@ -1,5 +1,8 @@
 """Sampling both toy stages with fixed noises, in batches and one shape at a time (timed).
 
+A sampler's settings (`method` below) are any object with `steps` and `cfg_strength`: a
+`StageSampling`, or the demo's `Method`.
+
 Noise depends only on (seed, stage, sample id), never on the method or the batching, so every
 method sees the same noises: stage 1 draws `[S, S, S, 8]` from `fold_in(fold_in(key(seed), 0), id)`;
 stage 2 draws a dense `[R, R, R, 8]` field from `fold_in(fold_in(key(seed), 1), id)` and reads it at
@@ -23,7 +26,7 @@ import numpy as np
 from mdt_jax import flow
 from mdt_jax.data import toy_condition, toy_shapes
 from mdt_jax.data.fold import latent_to_occupancy
-from mdt_jax.demo.plan import Method
+from mdt_jax.generation.pipeline import StageSampling
 from mdt_jax.models import registry
 from mdt_jax.sparse import SparseTensor, bucket_capacity
 
@@ -163,7 +166,7 @@ def smoke_samples(ss_model, ss_params, slat_model, slat_params, *, cfg_strength:
   shapes concatenated, as a list}, and the settings.
   """
   samplers = ToySamplers(ss_model, slat_model, seed=0)
-  method = Method("teacher_smoke", "teacher", SMOKE_STEPS, cfg_strength)
+  method = StageSampling(SMOKE_STEPS, cfg_strength)
   cond = toy_condition.condition_tokens(np.asarray(SMOKE_CONDITIONS))
   latents, _ = samplers.structures(ss_params, cond, method, np.arange(len(SMOKE_CONDITIONS)))
   params = toy_shapes.sample_shapes(np.random.default_rng(0), *toy_condition.split_condition(np.asarray(SMOKE_CONDITIONS)))

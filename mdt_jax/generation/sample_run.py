@@ -1,0 +1,90 @@
+"""A sampling run (launch/sample.py): conditions from files or images -> shapes written to a directory.
+
+``sample_to_directory`` samples ``config.num_samples`` shapes in batches of ``config.batch_size`` with
+the checkpoints of a sample config (configs/sample.py) and writes, for each shape i,
+``sample_<i>.npz`` (coords [n, 3] int32 (x, y, z), un-normalised feats [n, C], resolution),
+``sample_<i>.ply`` (voxel centres as a point cloud) and ``sample_<i>.png`` (views of the voxels);
+shape i uses condition i mod K. Progress and the time of each stage go to ``log``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from mdt_jax.generation import export
+from mdt_jax.generation.pipeline import StageSampling, TwoStagePipeline
+
+
+def load_cond(spec: str) -> np.ndarray:
+  """``.npy`` or ``FILE.npz:KEY`` -> [K, L, C] float32."""
+  path, key = spec.rsplit(":", 1) if ".npz:" in spec else (spec, "")
+  if not Path(path).is_file():
+    raise FileNotFoundError(f"--cond: no such file {path}")
+  if path.endswith(".npz") and not key:
+    raise ValueError(f"--cond: name the array inside the .npz: {path}:KEY")
+  cond = np.load(path)[key] if key else np.load(path)
+  cond = np.asarray(cond, np.float32)
+  if cond.ndim == 2:
+    cond = cond[None]
+  if cond.ndim != 3:
+    raise ValueError(f"--cond: expected [L, C] or [K, L, C] tokens, got shape {cond.shape}")
+  return cond
+
+
+def image_cond(paths: list[str], dinov2_checkpoint: str, dinov2_config: str | None = None) -> np.ndarray:
+  """RGBA images -> TRELLIS condition tokens [K, 1 + R + N, C] from the frozen DINOv2 (TRELLIS's
+  inference crop; docs/design.md, Image conditioning)."""
+  from conversion import dinov2
+  from mdt_jax.data.image import preprocess_inference_image
+  from mdt_jax.encoders import encode_images
+  model, params = dinov2.load_checkpoint(dinov2_checkpoint, dinov2_config)
+  images = np.stack([preprocess_inference_image(p) for p in paths])
+  return np.asarray(jax.jit(lambda p, x: encode_images(model, p, x))(params, images))
+
+
+def sample_to_directory(config, cond: np.ndarray, out: Path, dtype, log=print) -> None:
+  """Samples ``config.num_samples`` shapes for ``cond`` [K, L, C] with ``config``'s checkpoints (under
+  ``config.checkpoint_dir``) and sampler settings, computing in ``dtype``; writes them to ``out``."""
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  start = time.perf_counter()
+  ckpt = Path(config.checkpoint_dir)
+  pipe = TwoStagePipeline.from_checkpoints(ckpt / config.ss_flow, ckpt / config.ss_decoder, ckpt / config.slat_flow,
+                                           slat_mean=config.slat_mean, slat_std=config.slat_std,
+                                           dtype=dtype)
+  log(f"loaded {config.variant} checkpoints from {ckpt} in {time.perf_counter() - start:.1f} s; "
+      f"{len(cond)} condition(s) {cond.shape[1:]}; {config.compute_dtype} compute; jax {jax.__version__} on "
+      f"{jax.devices()[0].platform}")
+  ss, slat = StageSampling(**config.ss), StageSampling(**config.slat)
+  log(f"stage 1: {ss}\nstage 2: {slat}")
+
+  n, bs = config.num_samples, config.batch_size
+  key = jax.random.key(config.seed)
+  totals: dict[str, float] = {}
+  batches = -(-n // bs)
+  run_start = time.perf_counter()
+  for k in range(batches):
+    # The last batch is padded to the batch size (extra shapes are dropped): one compiled shape.
+    ids = np.arange(k * bs, (k + 1) * bs)
+    result = pipe(cond[ids % len(cond)], key, ss=ss, slat=slat, sample_ids=ids)
+    for name, seconds in result.timings.items():
+      totals[name] = totals.get(name, 0.0) + seconds
+    counts = []
+    for b, i in enumerate(ids[ids < n]):
+      coords, feats = result.sample(b)
+      counts.append(len(coords))
+      export.save_latents(out / f"sample_{i:03d}.npz", coords, feats, pipe.resolution)
+      export.write_ply(out / f"sample_{i:03d}.ply", coords, pipe.resolution)
+      if config.num_views:
+        export.render_views(out / f"sample_{i:03d}.png", coords, pipe.resolution, views=export.VIEWS[:config.num_views],
+                            title=f"sample {i}: {len(coords)} voxels at {pipe.resolution}^3")
+    elapsed = time.perf_counter() - run_start
+    per_stage = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.timings.items())
+    log(f"[batch {k + 1}/{batches}] shapes {ids[0]}-{min(ids[-1], n - 1)}: voxels {counts}; {per_stage}; "
+        f"elapsed {elapsed:.1f} s, eta {elapsed / (k + 1) * (batches - k - 1):.1f} s")
+  log("time per stage over the run (first batch includes compilation): "
+      + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in totals.items()))
+  log(f"wrote {n} shape(s) to {out}")
