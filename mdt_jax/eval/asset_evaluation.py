@@ -108,6 +108,9 @@ class _RowModels:
     return self.decoder.apply({"params": self.decoder_params}, out, method="to_representation")[0], len(coords)
 
 
+_STAGES = ("ss_flow", "ss_decoder", "slat_flow")
+
+
 def _check_decoder(decoder, row: str, slat_flow):
   problems = []
   if decoder.latent_channels != slat_flow.out_channels:
@@ -116,6 +119,32 @@ def _check_decoder(decoder, row: str, slat_flow):
     problems.append(f"resolution {decoder.resolution} != SLat flow resolution {slat_flow.resolution}")
   if problems:
     raise ValueError(f"decoder does not fit row {row!r}: {'; '.join(problems)}")
+
+
+class _ModelCache:
+  """Rows that name the same checkpoints share their loaded models and, per device, their compiled
+  functions (a row with other sampler settings still compiles its own sampler)."""
+
+  def __init__(self, decoder_model, config):
+    self.decoder_model, self.config, self.lock = decoder_model, config, threading.Lock()
+    self.models, self.per_device = {}, {}
+
+  def load(self, name: str, row) -> tuple[str, ...]:
+    """Loads (once) the row's checkpoints; ValueError if the decoder does not fit its SLat flow."""
+    paths = tuple(str(Path(row.checkpoint_dir) / row[k]) for k in _STAGES)
+    with self.lock:
+      if paths not in self.models:
+        dtype = numerics.compute_dtype(self.config.compute_dtype)
+        self.models[paths] = {k: load_model(p, dtype=dtype) for k, p in zip(_STAGES, paths)}
+    _check_decoder(self.decoder_model[0], name, self.models[paths]["slat_flow"][0])
+    return paths
+
+  def on_device(self, paths: tuple[str, ...], device) -> _RowModels:
+    with self.lock:
+      if (paths, device) not in self.per_device:
+        self.per_device[paths, device] = _RowModels(self.models[paths], *self.decoder_model, device=device,
+                                                    slat_mean=self.config.slat_mean, slat_std=self.config.slat_std)
+      return self.per_device[paths, device]
 
 
 class _Progress:
@@ -142,7 +171,7 @@ class _Progress:
                f"{time.perf_counter() - self.start:.0f} s elapsed, ETA {eta:.0f} s")
 
 
-def _generate_row(name: str, row, assets, conditions, decoder_model, out_dir: Path, config, protocol, progress):
+def _generate_row(name: str, row, assets, conditions, cache: _ModelCache, out_dir: Path, config, protocol, progress):
   """Renders every asset of one row not already in ``out_dir/renders/<name>`` -> {asset: record}."""
   set_dir = out_dir / "renders" / name
   asset_protocol.write_protocol(set_dir, protocol)
@@ -153,10 +182,7 @@ def _generate_row(name: str, row, assets, conditions, decoder_model, out_dir: Pa
   pending = [a for a in assets if records[a[0]] is None]
   if not pending:
     return records
-  directory = Path(row.checkpoint_dir)
-  dtype = numerics.compute_dtype(config.compute_dtype)
-  models = {k: load_model(directory / row[k], dtype=dtype) for k in ("ss_flow", "ss_decoder", "slat_flow")}
-  _check_decoder(decoder_model[0], name, models["slat_flow"][0])
+  paths = cache.load(name, row)
   ss, slat = StageSampling(**row.ss.to_dict()), StageSampling(**row.slat.to_dict())
   key = jax.random.key(config.seed)
   devices = jax.local_devices()
@@ -164,8 +190,7 @@ def _generate_row(name: str, row, assets, conditions, decoder_model, out_dir: Pa
   def work(device_index: int):
     device = devices[device_index]
     with jax.default_device(device):
-      row_models = _RowModels(models, *decoder_model, slat_mean=config.slat_mean, slat_std=config.slat_std,
-                              device=device)
+      row_models = cache.on_device(paths, device)
       for asset, condition, sample_id in pending[device_index::len(devices)]:
         start = time.perf_counter()
         gaussians, n_voxels = row_models.gaussians(conditions[condition], key, sample_id, ss, slat)
@@ -228,7 +253,8 @@ def evaluate_assets(config, out_dir, *, log: Callable[[str], Any] = print) -> di
   decoder_model = load_model(config.decoder)
   progress = _Progress(len(assets) * len(config.rows), log)
   log(f"{len(assets)} assets x {len(config.rows)} rows on {len(jax.local_devices())} device(s)")
-  records = {name: _generate_row(name, row, assets, conditions, decoder_model, out_dir, config, protocol, progress)
+  cache = _ModelCache(decoder_model, config)
+  records = {name: _generate_row(name, row, assets, conditions, cache, out_dir, config, protocol, progress)
              for name, row in config.rows.items()}
 
   features = _load_features(config)
@@ -249,7 +275,7 @@ def evaluate_assets(config, out_dir, *, log: Callable[[str], Any] = print) -> di
         "seconds_per_asset": statistics.median(r["seconds"] for r in records[name].values()),
         "n_assets": len(assets), "n_images": len(row_features[name]), "reference": is_reference,
         "ss": row.ss.to_dict(), "slat": row.slat.to_dict(),
-        "checkpoints": {k: str(Path(row.checkpoint_dir) / row[k]) for k in ("ss_flow", "ss_decoder", "slat_flow")}})
+        "checkpoints": {k: str(Path(row.checkpoint_dir) / row[k]) for k in _STAGES}})
   metrics = {"protocol": {"render": protocol.as_dict(), "features": {"encoder": config.features.config or
                                                                        dinov2_conversion.DEFAULT_PRESET,
                                                                        **features.describe()},
