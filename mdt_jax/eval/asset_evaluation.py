@@ -254,6 +254,8 @@ def evaluate_assets(config, out_dir, *, log: Callable[[str], Any] = print) -> di
   progress = _Progress(len(assets) * len(config.rows), log)
   log(f"{len(assets)} assets x {len(config.rows)} rows on {len(jax.local_devices())} device(s)")
   cache = _ModelCache(decoder_model, config)
+  for name, row in config.rows.items():
+    cache.load(name, row)                                  # a decoder that does not fit: named before sampling
   records = {name: _generate_row(name, row, assets, conditions, cache, out_dir, config, protocol, progress)
              for name, row in config.rows.items()}
 
@@ -284,10 +286,11 @@ def evaluate_assets(config, out_dir, *, log: Callable[[str], Any] = print) -> di
                           "seed": config.seed, "samples_per_condition": config.samples_per_condition,
                           "n_conditions": len(conditions), "kd_kernel": "(x.y/d + 1)^3, unbiased MMD^2"},
              "rows": rows}
-  (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+  text = json.dumps(metrics, indent=2)
+  (out_dir / "metrics.json").write_text(text)
   (out_dir / "report.md").write_text(report_markdown(metrics))
   log(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'report.md'}")
-  return metrics
+  return json.loads(text)
 
 
 def report_markdown(metrics: dict) -> str:

@@ -28,8 +28,9 @@ def frechet_distance(a, b) -> float:
   ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^{1/2})`` with unbiased covariances.
 
   ``tr (S_a S_b)^{1/2}`` is the sum of the square roots of the eigenvalues of ``S_a^{1/2} S_b S_a^{1/2}``
-  (similar to ``S_a S_b``, and symmetric, so ``eigh`` applies): no complex parts to discard, and exact
-  for the rank-deficient covariances of fewer samples than dimensions.
+  (similar to ``S_a S_b``, and symmetric, so ``eigh`` applies): no complex parts to discard, also for the
+  rank-deficient covariances of fewer samples than dimensions (round-off near their zero eigenvalues
+  leaves about ``sqrt(eps) tr S`` of error).
   """
   a, b = _rows("frechet_distance: a", a, 2), _rows("frechet_distance: b", b, 2)
   _check_dims(a, b)
