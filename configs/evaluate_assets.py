@@ -74,8 +74,8 @@ VARIANTS = {
         decoder=str(_FIXTURES / "eval_assets/gs_dec_16"), slat_mean=(0.0,) * 8, slat_std=(1.0,) * 8,
         protocol=dict(yaws_deg=(0.0, 90.0, 180.0, 270.0), pitch_deg=30.0, radius=2.0, fov_deg=40.0, resolution=64,
                       bg=(0.0, 0.0, 0.0)),
-        features=dict(checkpoint=str(_FIXTURES / "dinov2/model.safetensors"), config=str(_FIXTURES / "dinov2/config.json"),
-                      image_size=70, batch_size=16),
+        features=dict(checkpoint=str(_FIXTURES / "dinov2/model.safetensors"),
+                      config=str(_FIXTURES / "dinov2/config.json"), image_size=70, batch_size=16),
         reference=dict(row="teacher_4x2", dir="")),
 }
 

@@ -156,3 +156,11 @@ def test_evaluate_assets_conditions_from_trellis_views(tmp_path):
   assert np.max(np.abs(other[good[0]] - tokens[good[0]])) > 1e-3
   with pytest.raises(ValueError, match="conditions.view 2: .* has 2 condition views"):
     asset_evaluation.load_view_conditions(tmp_path, good[:1], view=2, **kwargs)
+
+
+def test_evaluate_assets_paper_variant_names_the_paths_to_fill_in(tmp_path):
+  """``toys4k`` as shipped: one error naming every empty checkpoint path, nothing written."""
+  with pytest.raises(ValueError, match=r"set rows.mdt_1x2.checkpoint_dir, rows.mdt_2x2.checkpoint_dir, "
+                                       r"rows.teacher.checkpoint_dir, decoder, features.checkpoint"):
+    asset_evaluation.evaluate_assets(get_config("toys4k"), tmp_path)
+  assert not list(tmp_path.iterdir())

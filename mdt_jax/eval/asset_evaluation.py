@@ -232,6 +232,17 @@ def _check_reference(config, protocol) -> list[str] | None:
   return asset_protocol.check_render_set(ref.dir, protocol)
 
 
+def _check_required(config):
+  """One ValueError naming every path the config leaves empty (the ``toys4k`` variant's blanks)."""
+  if len(config.rows) < 1:
+    raise ValueError("rows: no rows to evaluate")
+  empty = [f"rows.{name}.checkpoint_dir" for name, row in config.rows.items() if not row.checkpoint_dir]
+  empty += [field for field, value in (("decoder", config.decoder), ("features.checkpoint", config.features.checkpoint))
+            if not value]
+  if empty:
+    raise ValueError(f"set {', '.join(empty)} (--config.<field>=PATH)")
+
+
 def evaluate_assets(config, out_dir, *, log: Callable[[str], Any] = print) -> dict[str, Any]:
   """Runs the evaluation the config describes (``configs/evaluate_assets.py``) into ``out_dir`` and returns
   what it writes to ``out_dir/metrics.json``: ``{"protocol": {...}, "rows": [{"name", "fd_dinov2",
@@ -243,8 +254,7 @@ def evaluate_assets(config, out_dir, *, log: Callable[[str], Any] = print) -> di
   ProtocolMismatch listing how a reference directory (or a resumed ``out_dir``) differs from the run.
   """
   out_dir = Path(out_dir)
-  if len(config.rows) < 1:
-    raise ValueError("rows: no rows to evaluate")
+  _check_required(config)
   protocol = asset_protocol.RenderProtocol.from_mapping(config.protocol)
   reference_assets = _check_reference(config, protocol)
   conditions = load_conditions(config)

@@ -72,9 +72,9 @@ def write_sample_assets(directory, index: int, gaussians, mesh=None, *, resoluti
   """Writes sample ``index``'s files (see the module docstring) and returns their paths.
 
   ``gaussians``: one dict of a Gaussian decoder's ``to_representation``; ``mesh``: one of a mesh decoder's
-  (``vertices``, ``faces``, ``vertex_colors``) or None; ``turntable_frames`` views in the mp4. Raises :class:`NonFiniteAsset` naming the sample
-  and the fields when any value is not finite (nothing written), FileExistsError naming the files that
-  exist unless ``overwrite``.
+  (``vertices``, ``faces``, ``vertex_colors``) or None; ``turntable_frames`` views in the mp4. Raises
+  :class:`NonFiniteAsset` naming the sample and the fields when any value is not finite (nothing
+  written), FileExistsError naming the files that exist unless ``overwrite``.
   """
   bad = [k for k in FIELDS if not np.all(np.isfinite(np.asarray(gaussians[k])))]
   if mesh is not None:
