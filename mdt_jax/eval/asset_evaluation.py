@@ -149,10 +149,10 @@ class _ModelCache:
 
 class _Progress:
   """``[row] done/total assets (k cached), elapsed, ETA`` lines; the ETA is the remaining assets times the
-  mean seconds of the assets generated so far (cached ones cost nothing)."""
+  mean seconds of the assets generated so far (cached ones cost nothing), over the ``parallel`` devices."""
 
-  def __init__(self, total: int, log: Callable[[str], Any]):
-    self.total, self.log, self.lock = total, log, threading.Lock()
+  def __init__(self, total: int, log: Callable[[str], Any], parallel: int = 1):
+    self.total, self.log, self.parallel, self.lock = total, log, parallel, threading.Lock()
     self.done = self.cached = 0
     self.generated_seconds, self.generated = 0.0, 0
     self.start = time.perf_counter()
@@ -165,7 +165,7 @@ class _Progress:
       else:
         self.generated += 1
         self.generated_seconds += seconds
-      eta = (self.total - self.done) * self.generated_seconds / max(self.generated, 1)
+      eta = (self.total - self.done) * self.generated_seconds / max(self.generated, 1) / self.parallel
       what = "cached" if seconds is None else f"{seconds:.1f} s"
       self.log(f"[{row}] {asset} ({what}): {self.done}/{self.total} assets ({self.cached} cached), "
                f"{time.perf_counter() - self.start:.0f} s elapsed, ETA {eta:.0f} s")
@@ -261,7 +261,7 @@ def evaluate_assets(config, out_dir, *, log: Callable[[str], Any] = print) -> di
   assets = [(f"{c}_s{s}", c, i * config.samples_per_condition + s)
             for i, c in enumerate(conditions) for s in range(config.samples_per_condition)]
   decoder_model = load_model(config.decoder)
-  progress = _Progress(len(assets) * len(config.rows), log)
+  progress = _Progress(len(assets) * len(config.rows), log, parallel=len(jax.local_devices()))
   log(f"{len(assets)} assets x {len(config.rows)} rows on {len(jax.local_devices())} device(s)")
   cache = _ModelCache(decoder_model, config)
   for name, row in config.rows.items():
