@@ -148,7 +148,8 @@ def test_render_partial_tiles_give_the_crop(case):
 
 
 def test_render_sample_assets_are_written(tmp_path):
-  """A sample's Gaussians and mesh -> its PLY, GLB and PNG of 4 views; existing files are refused unless overwrite;
+  """A sample's Gaussians and mesh -> its PLY, GLB, PNG of 4 views and turntable mp4 (read back: frame count,
+  size, frame 0 is the PNG's first view up to compression); existing files are refused unless overwrite;
   a non-finite sample is named and nothing of it is written."""
   from mdt_jax.render.assets import NonFiniteAsset, write_sample_assets
   from mdt_jax.representations import mesh
@@ -158,11 +159,18 @@ def test_render_sample_assets_are_written(tmp_path):
   cells = np.stack(np.meshgrid(*[np.arange(8)] * 3, indexing="ij"), -1).reshape(-1, 3)
   sdf = np.linalg.norm((cells[:, None] + mesh.CORNERS[None]) / 8 - 0.5, axis=-1) - 0.3
   m = mesh.dual_contour(cells, sdf, np.zeros(sdf.shape + (3,)), np.full(sdf.shape + (6,), 0.5), 8)
-  paths = write_sample_assets(tmp_path, 3, g, m, resolution=size)
-  assert sorted(p.name for p in paths.values()) == ["sample_3.png", "sample_3_gaussians.ply", "sample_3_mesh.glb"]
+  paths = write_sample_assets(tmp_path, 3, g, m, resolution=size, turntable_frames=12)
+  assert sorted(p.name for p in paths.values()) == ["sample_3.png", "sample_3_gaussians.ply", "sample_3_mesh.glb",
+                                                    "sample_3_turntable.mp4"]
+  import imageio.v2 as imageio
   from PIL import Image
   image = np.asarray(Image.open(paths["views"]))
   assert image.shape == (size, 4 * size, 3) and image.max() > 0
+  with imageio.get_reader(str(paths["turntable"])) as video:
+    frames = np.stack(list(video.iter_data()))
+  assert frames.shape == (12, size, size, 3)
+  assert np.mean(np.abs(frames[0].astype(float) - image[:, :size])) < 8     # H.264 is lossy
+  assert np.mean(np.abs(frames[3].astype(float) - image[:, size:2 * size])) < 8   # frame 3: yaw 90
   with pytest.raises(FileExistsError, match="sample 3"):
     write_sample_assets(tmp_path, 3, g, m, resolution=size)
   with pytest.raises(NonFiniteAsset, match=r"sample 4: non-finite \['opacity'\]"):

@@ -1,5 +1,5 @@
 """Evaluation of the toy benchmark: set metrics for stage 1; for stage 2, the exact error against the
-conditional mean and set metrics of the feature distribution.
+conditional mean and set metrics of the feature distribution. And the paper's evaluation of 3D assets.
 
 Modules, one job each:
   distance     1 - IoU between occupancy grids, exact (ties are exact).
@@ -15,6 +15,9 @@ Modules, one job each:
   reference_report  the reference rows and the cost of one evaluation (launch/toy_eval_reference.py).
   scoring      sampling a toy set with generation.toy_sampling and scoring it per stage, the sets
                (EvalSets) and the stored results (Results).
+  feature_distances  Fréchet and kernel (KID) distances between feature sets, float64.
+  asset_protocol     the paper's render protocol, render sets on disk, DINOv2 features of renders.
+  asset_evaluation   evaluate_assets: conditions x rows -> renders -> FD/KD_dinov2 (launch/evaluate_assets.py).
 """
 from mdt_jax.eval.decode import coords_to_occupancy, decode_latents, occupancy_to_coords
 from mdt_jax.eval.distance import iou_distance

@@ -21,10 +21,10 @@ descriptors are compared:
 Empty shapes (no voxels) have no descriptor and are left out (`num_empty`).
 """
 import numpy as np
-from scipy import linalg
 
 from mdt_jax.data.toy_features import COLOUR_CHANNELS, normalised_positions
 from mdt_jax.eval import set_metrics
+from mdt_jax.eval.feature_distances import frechet_distance
 
 _STRUCTURE_CHANNELS = (0, 1, 2, 3, 4)
 DESCRIPTOR_NAMES = (*(f"colour_mean_{c}" for c in "rgb"), *(f"colour_slope_{c}" for c in "rgb"),
@@ -62,14 +62,6 @@ def descriptors(coords, feats, num_shapes):
   out = np.stack([shape_descriptor(coords[rows[b], 1:], feats[rows[b]]) for b in kept]) if len(kept) else \
       np.zeros((0, len(DESCRIPTOR_NAMES)))
   return out, kept
-
-
-def frechet_distance(a, b):
-  """Frechet distance between Gaussians fitted to the rows of a [n, d] and b [m, d] (n, m >= 2)."""
-  mu = a.mean(0) - b.mean(0)
-  cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-  root = linalg.sqrtm(cov_a @ cov_b)
-  return float(mu @ mu + np.trace(cov_a + cov_b - 2 * np.real(root)))
 
 
 def evaluate_stage2_distribution(coords, feats, num_shapes, real_coords, real_feats, real_num_shapes):

@@ -31,6 +31,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dinov2_vitl14_reg": dict(img_size=518, patch_size=14, in_chans=3, embed_dim=1024, depth=24,
                               num_heads=16, mlp_ratio=4.0, num_register_tokens=4, qkv_bias=True,
                               proj_bias=True, ffn_bias=True, init_values=1.0),
+    # No register tokens: the encoder FD_dinov2 is conventionally computed with (its final-norm cls token).
+    "dinov2_vitl14": dict(img_size=518, patch_size=14, in_chans=3, embed_dim=1024, depth=24, num_heads=16,
+                          mlp_ratio=4.0, num_register_tokens=0, qkv_bias=True, proj_bias=True, ffn_bias=True,
+                          init_values=1.0),
 }
 
 _init = nn.initializers.normal(0.02)

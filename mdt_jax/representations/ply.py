@@ -10,9 +10,8 @@ pass ``transform=np.eye(3)`` to keep TRELLIS's frame).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+import plyfile
 
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 PROPERTIES = ("x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
@@ -54,19 +53,14 @@ def gaussians_to_vertices(gaussians, transform=Z_UP_TO_Y_UP) -> np.ndarray:
 
 
 def write_gaussians_ply(path, gaussians, transform=Z_UP_TO_Y_UP):
-  """Writes :func:`gaussians_to_vertices` of ``gaussians`` to ``path`` (binary PLY)."""
+  """Writes :func:`gaussians_to_vertices` of ``gaussians`` to ``path`` (binary little-endian PLY, plyfile)."""
   rows = gaussians_to_vertices(gaussians, transform)
-  header = "".join(["ply\nformat binary_little_endian 1.0\n", f"element vertex {len(rows)}\n",
-                    *(f"property float {p}\n" for p in PROPERTIES), "end_header\n"])
-  Path(path).write_bytes(header.encode("ascii") + rows.astype("<f4").tobytes())
+  vertices = np.rec.fromarrays(list(rows.T), dtype=[(p, "<f4") for p in PROPERTIES])
+  plyfile.PlyData([plyfile.PlyElement.describe(vertices, "vertex")]).write(str(path))
 
 
 def read_gaussians_ply(path) -> dict[str, np.ndarray]:
-  """Reads a file of :func:`write_gaussians_ply` -> ``{property: [n] float32}`` (raw stored values)."""
-  data = Path(path).read_bytes()
-  end = data.index(b"end_header\n") + len(b"end_header\n")
-  header = data[:end].decode("ascii").splitlines()
-  names = [line.split()[-1] for line in header if line.startswith("property")]
-  count = int(next(line.split()[-1] for line in header if line.startswith("element vertex")))
-  rows = np.frombuffer(data[end:], "<f4", count=count * len(names)).reshape(count, len(names))
-  return {name: rows[:, i] for i, name in enumerate(names)}
+  """Reads a 3DGS-layout PLY (e.g. of :func:`write_gaussians_ply`) -> ``{property: [n] float32}`` (raw
+  stored values, in the file's property order)."""
+  vertex = plyfile.PlyData.read(str(path))["vertex"]
+  return {p.name: np.asarray(vertex[p.name]) for p in vertex.properties}
