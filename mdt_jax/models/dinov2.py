@@ -37,7 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                           init_values=1.0),
 }
 
-_init = nn.initializers.normal(0.02)
+weight_init = nn.initializers.normal(0.02)
 
 
 def interpolate_pos_embed(pos_embed: jax.Array, grid_hw: tuple[int, int]) -> jax.Array:
@@ -102,13 +102,13 @@ class Attention(nn.Module):
     b, length, dim = x.shape
     if dim % self.num_heads:
       raise ValueError(f"embed_dim {dim} is not divisible by num_heads {self.num_heads}")
-    qkv = nn.Dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype, kernel_init=_init, name="qkv")(x)
+    qkv = nn.Dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype, kernel_init=weight_init, name="qkv")(x)
     qkv = qkv.reshape(b, length, 3, self.num_heads, dim // self.num_heads)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     if rope is not None:
       q, k = rotate_last_tokens(q, rope), rotate_last_tokens(k, rope)
     out = attention(q, k, v)  # [B, L, H, hd]
-    return nn.Dense(dim, use_bias=self.proj_bias, dtype=self.dtype, kernel_init=_init,
+    return nn.Dense(dim, use_bias=self.proj_bias, dtype=self.dtype, kernel_init=weight_init,
                     name="proj")(out.reshape(b, length, dim))
 
 
@@ -121,12 +121,12 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     dim = x.shape[-1]
-    h = nn.Dense(self.hidden, use_bias=self.use_bias, dtype=self.dtype, kernel_init=_init, name="fc1")(x)
+    h = nn.Dense(self.hidden, use_bias=self.use_bias, dtype=self.dtype, kernel_init=weight_init, name="fc1")(x)
     h = jax.nn.gelu(h, approximate=False)
-    return nn.Dense(dim, use_bias=self.use_bias, dtype=self.dtype, kernel_init=_init, name="fc2")(h)
+    return nn.Dense(dim, use_bias=self.use_bias, dtype=self.dtype, kernel_init=weight_init, name="fc2")(h)
 
 
-def _layer_norm(dtype, name: str, eps: float = NORM_EPS) -> nn.LayerNorm:
+def layer_norm(dtype, name: str, eps: float = NORM_EPS) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=eps, dtype=dtype, use_fast_variance=False, name=name)
 
 
@@ -145,11 +145,11 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, rope=None) -> jax.Array:
     h = Attention(self.num_heads, self.qkv_bias, self.proj_bias, self.dtype,
-                  name="attn")(_layer_norm(self.dtype, "norm1", self.norm_eps)(x), rope)
+                  name="attn")(layer_norm(self.dtype, "norm1", self.norm_eps)(x), rope)
     if self.init_values:
       h = LayerScale(self.init_values, self.dtype, name="ls1")(h)
     x = x + h
-    h = Mlp(self.mlp_hidden, self.ffn_bias, self.dtype, name="mlp")(_layer_norm(self.dtype, "norm2", self.norm_eps)(x))
+    h = Mlp(self.mlp_hidden, self.ffn_bias, self.dtype, name="mlp")(layer_norm(self.dtype, "norm2", self.norm_eps)(x))
     if self.init_values:
       h = LayerScale(self.init_values, self.dtype, name="ls2")(h)
     return x + h
@@ -165,7 +165,7 @@ class PatchEmbed(nn.Module):
   def __call__(self, images: jax.Array) -> jax.Array:
     p = self.patch_size
     x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-                kernel_init=_init, name="proj")(images)
+                kernel_init=weight_init, name="proj")(images)
     b, gh, gw, d = x.shape
     return x.reshape(b, gh * gw, d)
 
@@ -210,8 +210,8 @@ class DinoV2(nn.Module):
       raise ValueError(f"DinoV2: image height and width must be multiples of the patch size {p}, "
                        f"got {h}x{w}")
     grid = self.img_size // p
-    cls_token = self.param("cls_token", _init, (1, 1, dim), jnp.float32)
-    pos_embed = self.param("pos_embed", _init, (1, 1 + grid * grid, dim), jnp.float32)
+    cls_token = self.param("cls_token", weight_init, (1, 1, dim), jnp.float32)
+    pos_embed = self.param("pos_embed", weight_init, (1, 1 + grid * grid, dim), jnp.float32)
     # Part of the checkpoint (masked-image pretraining); inference does not use it.
     self.param("mask_token", nn.initializers.zeros, (1, dim), jnp.float32)
 
@@ -222,7 +222,7 @@ class DinoV2(nn.Module):
     cls = jnp.broadcast_to(cls_token.astype(self.dtype), (b, 1, dim))
     x = jnp.concatenate([cls, patches], axis=1) + pos.astype(self.dtype)
     if reg:
-      register_tokens = self.param("register_tokens", _init, (1, reg, dim), jnp.float32)
+      register_tokens = self.param("register_tokens", weight_init, (1, reg, dim), jnp.float32)
       regs = jnp.broadcast_to(register_tokens.astype(self.dtype), (b, reg, dim))
       x = jnp.concatenate([x[:, :1], regs, x[:, 1:]], axis=1)
     self.sow("intermediates", "tokens_in", x)
@@ -233,7 +233,7 @@ class DinoV2(nn.Module):
                 self.init_values, self.dtype, name=f"blocks_{i}")(x)
       self.sow("intermediates", "block_out", x)
 
-    x_norm = _layer_norm(self.dtype, "norm")(x)
+    x_norm = layer_norm(self.dtype, "norm")(x)
     return {
         "x_prenorm": x,
         "x_norm_clstoken": x_norm[:, 0],

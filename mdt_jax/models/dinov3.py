@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mdt_jax.models.dinov2 import Block, PatchEmbed, _init, _layer_norm
+from mdt_jax.models.dinov2 import Block, PatchEmbed, weight_init, layer_norm
 
 # Fields of the released ViT-L/16 (public model card; the tiny fixture checks the maths).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -74,8 +74,8 @@ class DinoV3(nn.Module):
       raise ValueError(f"DinoV3 expects images [B, H, W, {self.num_channels}] (channels-last) with H and W "
                        f"multiples of {p}, got shape {images.shape}")
     b, h, w, _ = images.shape
-    cls_token = self.param("cls_token", _init, (1, 1, dim), jnp.float32)
-    register_tokens = self.param("register_tokens", _init, (1, reg, dim), jnp.float32)
+    cls_token = self.param("cls_token", weight_init, (1, 1, dim), jnp.float32)
+    register_tokens = self.param("register_tokens", weight_init, (1, reg, dim), jnp.float32)
     self.param("mask_token", nn.initializers.zeros, (1, 1, dim), jnp.float32)
     patches = PatchEmbed(p, dim, self.dtype, name="patch_embed")(images)
     x = jnp.concatenate([jnp.broadcast_to(cls_token.astype(self.dtype), (b, 1, dim)),
@@ -84,4 +84,4 @@ class DinoV3(nn.Module):
     for i in range(self.num_hidden_layers):
       x = Block(self.num_attention_heads, self.intermediate_size, init_values=self.layerscale_value,
                 dtype=self.dtype, norm_eps=self.layer_norm_eps, name=f"blocks_{i}")(x, rope)
-    return {"x_prenorm": x, "x_norm": _layer_norm(self.dtype, "norm", self.layer_norm_eps)(x)}
+    return {"x_prenorm": x, "x_norm": layer_norm(self.dtype, "norm", self.layer_norm_eps)(x)}
