@@ -37,10 +37,9 @@ class AssetDecoders:
   """
 
   def __init__(self, gaussian, mesh=None, *, slat_flow, names=("gaussian_decoder", "mesh_decoder")):
+    pairs = [pair for pair in zip((gaussian, mesh), names, (SLatGaussianDecoder, SLatMeshDecoder)) if pair[0]]
     problems = []
-    for (model, _), name, kind in zip((gaussian, mesh or (None, None)), names, (SLatGaussianDecoder, SLatMeshDecoder)):
-      if model is None:
-        continue
+    for (model, _), name, kind in pairs:
       if not isinstance(model, kind):
         problems.append(f"{name} is a {type(model).__name__}, not a {kind.__name__}")
         continue
@@ -51,7 +50,7 @@ class AssetDecoders:
         problems.append(f"{name} resolution {model.resolution} != SLat flow resolution {slat_flow.resolution}")
     if problems:
       raise ValueError("decoders do not fit the SLat flow: " + "; ".join(problems))
-    self.decoders = [(m, p, jax.jit(lambda p, x, m=m: m.apply({"params": p}, x))) for m, p in (gaussian, mesh) if m]
+    self.decoders = [(m, p, jax.jit(lambda p, x, m=m: m.apply({"params": p}, x))) for (m, p), _, _ in pairs]
 
   @classmethod
   def from_config(cls, config, slat_flow, dtype=None) -> "AssetDecoders | None":
