@@ -9,7 +9,8 @@ ss_forward / slat_forward (forward and forward+backward of the SS and SLat flows
 AdamW training step of each objective, its network evaluations, and for VM+VD the evaluations timed
 alone), sampling (1/2/4/25 steps with and without CFG, and the 25-step-CFG / 1-step ratios), decode (the
 Gaussian decoder's forward) and render (one view and 4 views of a TRELLIS-sized Gaussian asset), both
-through ``mdt_jax/bench/assets_bench.py``. A caller may add sections of its own (launch/benchmark.py's train_memory runs in a subprocess).
+through ``mdt_jax/bench/assets_bench.py``. A caller may add sections of its own (launch/benchmark.py's
+train_memory runs in a subprocess).
 
 Every measurement: compile time apart from run time, median run time over ``repeats`` calls of the
 compiled executable, XLA's peak-memory plan, model FLOPs (analytic; formulas in
