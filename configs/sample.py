@@ -9,7 +9,15 @@ Variants:
   its sampler settings and its structured-latent normalisation.
 * ``tiny``: the tiny random-weight checkpoints in ``tests/fixtures/trellis`` (they chain: SS flow
   8^3 x 8 -> decoder 16^3 -> SLat flow at 16^3), few steps, identity normalisation (they were not
-  trained on normalised data); its shapes are random, the point is that everything runs.
+  trained on normalised data), and tiny random-weight SLat decoders at 16^3 x 8 (Gaussians:
+  ``tests/fixtures/eval_assets/gs_dec_16``, mesh: ``tests/fixtures/sample_assets/mesh_dec_16``); its shapes
+  are random, the point is that everything runs.
+
+3D assets: ``gaussian_decoder`` (and optionally ``mesh_decoder``), stems under ``checkpoint_dir`` (or
+absolute paths; "" for none), add per shape the Gaussians' PLY, the mesh's GLB, a turntable mp4 and PNG
+views rendered from the Gaussians (``mdt_jax.generation.sample_assets``); ``assets.resolution`` and
+``assets.turntable_frames`` size the renders (0: 256 px / 30 frames on the CPU, 512 px / 120 frames on
+an accelerator).
 """
 from pathlib import Path
 
@@ -27,14 +35,19 @@ _TRELLIS_SLAT_MEAN = (-2.1687545776367188, -0.004347046371549368, -0.13352349400
 _TRELLIS_SLAT_STD = (2.377650737762451, 2.386378288269043, 2.124418020248413, 2.1748552322387695,
                      2.663944721221924, 2.371192216873169, 2.6217446327209473, 2.684523105621338)
 
+_FIXTURES = Path(__file__).resolve().parents[1] / "tests/fixtures"
+
 VARIANTS = {
     "trellis_image_L": dict(
         checkpoint_dir="", ss_flow="ss_flow_img_dit_L_16l8_fp16", ss_decoder="ss_dec_conv3d_16l8_fp16",
-        slat_flow="slat_flow_img_dit_L_64l8p2_fp16", ss=_TRELLIS_SS, slat=_TRELLIS_SLAT,
+        slat_flow="slat_flow_img_dit_L_64l8p2_fp16", gaussian_decoder="slat_dec_gs_swin8_B_64l8gs32_fp16",
+        mesh_decoder="slat_dec_mesh_swin8_B_64l8m256c_fp16", ss=_TRELLIS_SS, slat=_TRELLIS_SLAT,
         slat_mean=_TRELLIS_SLAT_MEAN, slat_std=_TRELLIS_SLAT_STD, compute_dtype="float32"),
     "tiny": dict(
-        checkpoint_dir=str(Path(__file__).resolve().parents[1] / "tests/fixtures/trellis"),
+        checkpoint_dir=str(_FIXTURES / "trellis"),
         ss_flow="ss_flow", ss_decoder="ss_dec", slat_flow="slat_flow",
+        gaussian_decoder=str(_FIXTURES / "eval_assets/gs_dec_16"),
+        mesh_decoder=str(_FIXTURES / "sample_assets/mesh_dec_16"),
         ss=dict(steps=2, cfg_strength=3.0, cfg_interval=(0.5, 1.0), rescale_t=3.0),
         slat=dict(steps=1, cfg_strength=0.0, cfg_interval=(0.0, 1.0), rescale_t=3.0),
         slat_mean=(0.0,) * 8, slat_std=(1.0,) * 8, compute_dtype="float32"),
@@ -50,5 +63,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0
   config.num_samples = 2        # shapes to generate
   config.batch_size = 2         # conditions sampled together
-  config.num_views = 4          # PNG views per shape, at most 4 (0: no PNG)
+  config.num_views = 4          # PNG views of the voxels per shape, at most 4 (0: no PNG; without a Gaussian decoder)
+  config.assets = ml_collections.ConfigDict(dict(resolution=0, turntable_frames=0))   # 0: by platform
   return config

@@ -5,13 +5,15 @@
     python launch/benchmark.py --only=attention,ss_forward --ss_sizes=tiny,L
     python launch/benchmark.py --only=slat_forward --slat_sizes=tiny,L --slat_voxels=5000,20000
     python launch/benchmark.py --only=ss_forward,distill_step --ss_sizes=L --step_sizes=ss:L --dtype=bfloat16
+    python launch/benchmark.py --only=decode,render              # the 3D-asset path at TRELLIS's sizes
 
 Sections (``--only``): matmul (always run first: float32 GEMM, bfloat16 where the device has it),
 attention (plain vs blocked at 4,096 tokens, forward and forward+backward, and the crossover),
 ss_forward / slat_forward (forward and forward+backward of the SS and SLat flows), distill_step (one
 AdamW training step of each objective, its network evaluations, and for VM+VD the evaluations timed
 alone), sampling (1/2/4/25 steps with and without CFG, and the 25-step-CFG / 1-step ratios),
-train_memory (AOT per-device memory of the L train steps on 32 forced devices; only when named).
+decode (TRELLIS's Gaussian decoder forward at 20,000 voxels), render (one 512x512 view and 4 views of a
+640,000-Gaussian asset), train_memory (AOT per-device memory of the L train steps on 32 forced devices; only when named).
 
 Every measurement: compile time apart from run time, median run time over ``--repeats`` calls of the
 compiled executable, XLA's peak-memory plan, model FLOPs (analytic; formulas in
@@ -32,8 +34,8 @@ _QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one timed call each:
 _OUT = flags.DEFINE_string("out", None, "Write every figure to this JSON file.")
 _SUITE = flags.DEFINE_enum("suite", None, ["gpu"], "A preset of sections and sizes (flags given explicitly win): "
                            "gpu = bf16 SS L at B=1,8, SLat L at 5k/20k/32,768 voxels, VM+VD steps of both stages, "
-                           "sampling, attention per implementation (under 8 minutes on one H100/H200); with "
-                           "--quick, the same sections at tiny sizes (CPU, CI).")
+                           "sampling, decode and render, attention per implementation (under 8 minutes on one "
+                           "H100/H200); with --quick, the same sections at tiny sizes (CPU, CI).")
 _DTYPE = flags.DEFINE_enum("dtype", None, list(numerics.COMPUTE_DTYPES),
                            "Compute dtype of the models and attention inputs (params stay float32); fractions "
                            "are then of this dtype's GEMM rate (default float32; bfloat16 with --suite=gpu).")

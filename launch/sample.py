@@ -8,15 +8,23 @@
 ``--cond``: condition tokens, ``.npy`` [L, C] or [K, L, C] (e.g. DINOv2 tokens), or ``FILE.npz:KEY``;
 shape i uses condition i mod K. Default for the tiny variant: the tiny fixtures' random tokens.
 For each shape i it writes ``sample_<i>.npz``, ``sample_<i>.ply`` and ``sample_<i>.png``
-(mdt_jax/generation/sample_run.py); it prints per-batch progress and the time of each stage.
+(mdt_jax/generation/sample_run.py); with decoders configured (both variants) also
+``sample_<i>_gaussians.ply``, ``sample_<i>_mesh.glb`` and ``sample_<i>_turntable.mp4``, the PNG then
+rendered from the Gaussians. It prints per-batch progress and the time of each stage.
+
+``--pipeline=DIR``: a released TRELLIS pipeline folder (``pipeline.json`` + ``ckpts/``) gives the
+checkpoints, decoders, sampler settings and latent normalisation; ``--config.*`` fields given on the
+command line still win.
 """
 from pathlib import Path
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from configs import sample as sample_configs
 from mdt_jax import cli, numerics
 from mdt_jax.generation import sample_run
+from mdt_jax.generation.pipeline_folder import read_pipeline_folder
 
 _REPO = Path(__file__).resolve().parents[1]
 _CONFIG = config_flags.DEFINE_config_file("config", str(_REPO / "configs/sample.py") + ":tiny", "Sampling config.")
@@ -30,12 +38,17 @@ _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 _DTYPE = flags.DEFINE_enum("dtype", None, list(numerics.COMPUTE_DTYPES),
                            "Compute dtype of the flow trunks (overrides config.compute_dtype; parameters stay "
                            "float32). bfloat16 on GPU/TPU; float16 is TRELLIS's use_fp16 arithmetic.")
+_PIPELINE = flags.DEFINE_string("pipeline", None, "A TRELLIS pipeline folder (pipeline.json + ckpts/) to sample "
+                                "with (e.g. TRELLIS-image-large as downloaded).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace asset files that already exist in --out.")
 _TINY_COND = str(_REPO / "tests/fixtures/trellis/ss_flow.io.npz") + ":cond"
 
 
 def main(argv):
   del argv
   config = _CONFIG.value
+  if _PIPELINE.value:
+    _take_unchanged(config, sample_configs.get_config(config.variant), read_pipeline_folder(_PIPELINE.value))
   if not config.checkpoint_dir:
     raise app.UsageError("set --config.checkpoint_dir to the directory holding the checkpoints")
   if _DTYPE.value:
@@ -53,7 +66,18 @@ def main(argv):
     if cond_spec is None:
       raise app.UsageError("--cond or --image is required for this variant")
     cond = sample_run.load_cond(cond_spec)
-  sample_run.sample_to_directory(config, cond, Path(_OUT.value), dtype, log=lambda line: print(line, flush=True))
+  sample_run.sample_to_directory(config, cond, Path(_OUT.value), dtype, log=lambda line: print(line, flush=True),
+                                 overwrite=_OVERWRITE.value)
+
+
+def _take_unchanged(config, defaults, values: dict):
+  """Sets each field of ``values`` (nested dicts field by field) where ``config`` still holds the variant's
+  default, so that ``--config.*`` overrides win over the pipeline folder."""
+  for name, value in values.items():
+    if isinstance(value, dict):
+      _take_unchanged(config[name], defaults[name], value)
+    elif config[name] == defaults[name]:
+      config[name] = value
 
 
 if __name__ == "__main__":

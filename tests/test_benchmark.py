@@ -24,7 +24,9 @@ def test_gpu_suite_quick_runs_every_section_and_writes_its_figures(tmp_path):
               ("ss_forward", "tiny fwd"), ("ss_forward", "tiny B=2 fwd+bwd"),
               ("slat_forward", "tiny 2000 voxels fwd"), ("slat_forward", "tiny 2000 voxels fwd+bwd"),
               ("distill_step", "ss tiny vm_vd"), ("distill_step", "slat tiny vm_vd"),
-              ("sampling", "tiny ss_flow 25 step(s) CFG w=3"), ("sampling", "tiny slat_flow 1 step(s) CFG w=3")]
+              ("sampling", "tiny ss_flow 25 step(s) CFG w=3"), ("sampling", "tiny slat_flow 1 step(s) CFG w=3"),
+              ("decode", "SLatGaussianDecoder 2000 voxels"), ("render", "16000 Gaussians 128x128 x1 view"),
+              ("render", "16000 Gaussians 128x128 x4 views")]
   missing = [key for key in expected if key not in results]
   assert not missing, f"missing {missing}; have {sorted(results)}"
   for key, x in results.items():

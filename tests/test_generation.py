@@ -69,7 +69,8 @@ def test_models_that_do_not_fit_are_named(pipe):
 def test_sample_cli_writes_latents_point_cloud_and_views(generated, tmp_path):
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   r = subprocess.run([sys.executable, "launch/sample.py", f"--out={tmp_path}", "--config.num_samples=1",
-                      "--config.num_views=2", "--config.compute_dtype=bfloat16", "--dtype=float32"],
+                      "--config.num_views=2", "--config.compute_dtype=bfloat16", "--dtype=float32",
+                      "--config.gaussian_decoder=", "--config.mesh_decoder="],   # no decoders: voxel views
                      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   assert "float32 compute" in r.stdout   # --dtype overrides the config

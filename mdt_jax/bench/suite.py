@@ -7,8 +7,10 @@ Sections (``Benchmark.sections()``): matmul (always run first: float32 GEMM, bfl
 it), attention (plain vs blocked at 4,096 tokens, forward and forward+backward, and the crossover),
 ss_forward / slat_forward (forward and forward+backward of the SS and SLat flows), distill_step (one
 AdamW training step of each objective, its network evaluations, and for VM+VD the evaluations timed
-alone), sampling (1/2/4/25 steps with and without CFG, and the 25-step-CFG / 1-step ratios). A caller
-may add sections of its own (launch/benchmark.py's train_memory runs in a subprocess).
+alone), sampling (1/2/4/25 steps with and without CFG, and the 25-step-CFG / 1-step ratios), decode (the
+Gaussian decoder's forward) and render (one view and 4 views of a TRELLIS-sized Gaussian asset), both
+through ``mdt_jax/bench/assets_bench.py``. A caller may add sections of its own (launch/benchmark.py's
+train_memory runs in a subprocess).
 
 Every measurement: compile time apart from run time, median run time over ``repeats`` calls of the
 compiled executable, XLA's peak-memory plan, model FLOPs (analytic; formulas in
@@ -27,8 +29,10 @@ import optax
 
 from conversion import trellis
 from mdt_jax import numerics, stages
+from mdt_jax.bench import assets_bench
 from mdt_jax.bench import flops as model_flops
 from mdt_jax.bench import objectives as obj
+from mdt_jax.bench.gaussian_asset import sphere_shell_asset
 from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure
 from mdt_jax.flow import jit_sample
 from mdt_jax.generation import StageSampling, TwoStagePipeline
@@ -70,6 +74,26 @@ def slat_configs(fixtures: Path) -> dict:
   }
 
 
+# TRELLIS-image-large's Gaussian decoder slat_dec_gs_swin8_B_64l8gs32_fp16 (85,369,024 params): its
+# released config's fields; "tiny" (--quick) narrows it to width 64 and 2 blocks.
+_GS_DECODER_L_ARGS = dict(
+    resolution=64, model_channels=768, latent_channels=8, num_blocks=12, num_heads=12, mlp_ratio=4,
+    attn_mode="swin", window_size=8, use_fp16=True,
+    representation_config={"lr": {"_xyz": 1.0, "_features_dc": 1.0, "_opacity": 1.0, "_scaling": 1.0,
+                                  "_rotation": 0.1},
+                           "perturb_offset": True, "voxel_size": 1.5, "num_gaussians": 32,
+                           "2d_filter_kernel_size": 0.1, "3d_filter_kernel_size": 0.0009, "scaling_bias": 0.004,
+                           "opacity_bias": 0.1, "scaling_activation": "softplus"})
+GS_DECODER_CONFIGS = {
+    "tiny": {"name": "SLatGaussianDecoder", "args": dict(_GS_DECODER_L_ARGS, model_channels=64, num_blocks=2,
+                                                         num_heads=2)},
+    "L": {"name": "ElasticSLatGaussianDecoder", "args": _GS_DECODER_L_ARGS},
+}
+# (decoder size, voxels) of decode and (voxels, Gaussians per voxel, image size) of render, by --quick.
+DECODE_SIZES = {False: ("L", 20_000), True: ("tiny", 2_000)}
+RENDER_SIZES = {False: (20_000, 32, 512), True: (2_000, 8, 128)}
+
+
 def _sum_of_squares(apply):
   """params -> d/dparams sum(out^2) (a forward+backward of the network)."""
   return lambda p, *a: jax.grad(lambda p: jnp.sum(jnp.square(apply(p, *a))))(p)
@@ -79,14 +103,14 @@ def _n_params(params):
   return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
 
-SECTION_NAMES = ("matmul", "attention", "ss_forward", "slat_forward", "distill_step", "sampling")
+SECTION_NAMES = ("matmul", "attention", "ss_forward", "slat_forward", "distill_step", "sampling", "decode", "render")
 # The GPU suite: option values used unless given explicitly, by (suite, quick).
 SUITES = {
-    ("gpu", False): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling"],
+    ("gpu", False): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling", "decode", "render"],
                          dtype="bfloat16", ss_sizes=["L"], ss_batches=["1", "8"], slat_sizes=["L"],
                          slat_voxels=["5000", "20000", "32768"], slat_L_max_voxels=32768, slat_stream=0,
                          step_sizes=["ss:L", "slat:L"], objectives=["vm_vd"], sampling_ss_size="L"),
-    ("gpu", True): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling"],
+    ("gpu", True): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling", "decode", "render"],
                         dtype="bfloat16", ss_sizes=["tiny"], ss_batches=["1", "2"], slat_sizes=["tiny"],
                         slat_voxels=["2000"], slat_stream=0, step_sizes=["ss:tiny", "slat:tiny"],
                         objectives=["vm_vd"], sampling_ss_size="tiny"),
@@ -402,6 +426,22 @@ class Benchmark:
     t25 = times[1, 3.0] + 24 * per_step
     self.report.figure(f"sampling ss {size}: 25 steps CFG (extrapolated) / 1 step", t25 / times[1, 0.0],
                        f"25-step CFG ~ {t25:.3g} s; target >= 45, limit 50")
+
+  def decode(self):
+    """The Gaussian decoder's forward (the network output, not the representation) on one sample of
+    shell voxels with N(0, 1) latents: the released decoder's config at 20,000 voxels of 64^3 (--quick:
+    width 64, 2 blocks, at 2,000 voxels), in --dtype."""
+    size, voxels = DECODE_SIZES[self.o.quick]
+    model, params = self._model(GS_DECODER_CONFIGS, size)
+    assets_bench.decode_section(self.report, model, params, num_voxels=voxels, repeats=self.repeats())
+
+  def render(self):
+    """A TRELLIS-sized Gaussian asset (32 Gaussians on each of 20,000 voxels of a sphere shell in 64^3 =
+    640,000) rendered at 512 x 512 from one of TRELLIS's orbit views, then from all 4 in one call
+    (--quick: 8 Gaussians on each of 2,000 voxels, 128 x 128)."""
+    voxels, per_voxel, resolution = RENDER_SIZES[self.o.quick]
+    assets_bench.render_section(self.report, sphere_shell_asset(voxels, per_voxel), resolution=resolution,
+                                view_counts=(1, 4), repeats=self.repeats())
 
   def _model(self, configs, size, **overrides):
     config = {"name": configs[size]["name"], "args": {**configs[size]["args"], **overrides}}

@@ -3,6 +3,9 @@
   pipeline      TwoStagePipeline: condition tokens -> structure -> structured latents; StageSampling.
   toy_sampling  ToySamplers: both toy stages with fixed noises, stage 2 in chunks of one layout.
   export        npz, PLY and PNG views of what came out.
+  sample_run    a sampling run to a directory (launch/sample.py).
+  sample_assets the SLat decoders of a sampling run and each shape's 3D asset files.
+  pipeline_folder  a released TRELLIS pipeline folder (pipeline.json + ckpts/) -> sample config fields.
 """
 from mdt_jax.generation.pipeline import Generation, StageSampling, TwoStagePipeline
 
