@@ -11,6 +11,8 @@ attention (plain vs blocked at 4,096 tokens, forward and forward+backward, and t
 ss_forward / slat_forward (forward and forward+backward of the SS and SLat flows), distill_step (one
 AdamW training step of each objective, its network evaluations, and for VM+VD the evaluations timed
 alone), sampling (1/2/4/25 steps with and without CFG, and the 25-step-CFG / 1-step ratios),
+trellis2 (TRELLIS.2's 1.3B flows: SS forward at 4,096 tokens, shape forward and forward+backward at
+8,192 / 32,768 tokens, 12 guided shape steps against 1, a VM+VD step of each stage; --quick: tiny),
 train_memory (AOT per-device memory of the L train steps on 32 forced devices; only when named).
 
 Every measurement: compile time apart from run time, median run time over ``--repeats`` calls of the
@@ -32,7 +34,8 @@ _QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one timed call each:
 _OUT = flags.DEFINE_string("out", None, "Write every figure to this JSON file.")
 _SUITE = flags.DEFINE_enum("suite", None, ["gpu"], "A preset of sections and sizes (flags given explicitly win): "
                            "gpu = bf16 SS L at B=1,8, SLat L at 5k/20k/32,768 voxels, VM+VD steps of both stages, "
-                           "sampling, attention per implementation (under 8 minutes on one H100/H200); with "
+                           "sampling, attention per implementation (under 8 minutes on one H100/H200), TRELLIS.2's flows (not "
+                           "yet timed on a GPU); with "
                            "--quick, the same sections at tiny sizes (CPU, CI).")
 _DTYPE = flags.DEFINE_enum("dtype", None, list(numerics.COMPUTE_DTYPES),
                            "Compute dtype of the models and attention inputs (params stay float32); fractions "

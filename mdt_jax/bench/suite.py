@@ -7,7 +7,8 @@ Sections (``Benchmark.sections()``): matmul (always run first: float32 GEMM, bfl
 it), attention (plain vs blocked at 4,096 tokens, forward and forward+backward, and the crossover),
 ss_forward / slat_forward (forward and forward+backward of the SS and SLat flows), distill_step (one
 AdamW training step of each objective, its network evaluations, and for VM+VD the evaluations timed
-alone), sampling (1/2/4/25 steps with and without CFG, and the 25-step-CFG / 1-step ratios). A caller
+alone), sampling (1/2/4/25 steps with and without CFG, and the 25-step-CFG / 1-step ratios), trellis2
+(TRELLIS.2's flows: mdt_jax/bench/trellis2_bench.py). A caller
 may add sections of its own (launch/benchmark.py's train_memory runs in a subprocess).
 
 Every measurement: compile time apart from run time, median run time over ``repeats`` calls of the
@@ -30,6 +31,7 @@ from mdt_jax import numerics, stages
 from mdt_jax.bench import flops as model_flops
 from mdt_jax.bench import objectives as obj
 from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure
+from mdt_jax.bench.trellis2_bench import Trellis2Section
 from mdt_jax.flow import jit_sample
 from mdt_jax.generation import StageSampling, TwoStagePipeline
 from mdt_jax.models import registry
@@ -79,14 +81,14 @@ def _n_params(params):
   return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
 
-SECTION_NAMES = ("matmul", "attention", "ss_forward", "slat_forward", "distill_step", "sampling")
+SECTION_NAMES = ("matmul", "attention", "ss_forward", "slat_forward", "distill_step", "sampling", "trellis2")
 # The GPU suite: option values used unless given explicitly, by (suite, quick).
 SUITES = {
-    ("gpu", False): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling"],
+    ("gpu", False): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling", "trellis2"],
                          dtype="bfloat16", ss_sizes=["L"], ss_batches=["1", "8"], slat_sizes=["L"],
                          slat_voxels=["5000", "20000", "32768"], slat_L_max_voxels=32768, slat_stream=0,
                          step_sizes=["ss:L", "slat:L"], objectives=["vm_vd"], sampling_ss_size="L"),
-    ("gpu", True): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling"],
+    ("gpu", True): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling", "trellis2"],
                         dtype="bfloat16", ss_sizes=["tiny"], ss_batches=["1", "2"], slat_sizes=["tiny"],
                         slat_voxels=["2000"], slat_stream=0, step_sizes=["ss:tiny", "slat:tiny"],
                         objectives=["vm_vd"], sampling_ss_size="tiny"),
@@ -97,8 +99,11 @@ SUITES = {
 class Options:
   """What to measure and at which sizes (launch/benchmark.py's flags, whose help says what each does;
   None: the section's default, which depends on ``quick``). fixtures: a TRELLIS fixture directory
-  with ``ss_flow``, ``ss_dec`` and ``slat_flow`` (the tiny models and sampling checkpoints)."""
+  with ``ss_flow``, ``ss_dec`` and ``slat_flow`` (the tiny models and sampling checkpoints);
+  trellis2_fixtures: TRELLIS.2's (the tiny flows and the full-size listing; None: ``trellis2`` beside
+  ``fixtures``)."""
   fixtures: Path
+  trellis2_fixtures: Path | None = None
   quick: bool = False
   repeats: int = 3
   dtype: str | None = None
@@ -402,6 +407,12 @@ class Benchmark:
     t25 = times[1, 3.0] + 24 * per_step
     self.report.figure(f"sampling ss {size}: 25 steps CFG (extrapolated) / 1 step", t25 / times[1, 0.0],
                        f"25-step CFG ~ {t25:.3g} s; target >= 45, limit 50")
+
+  def trellis2(self):
+    """TRELLIS.2's flows (mdt_jax/bench/trellis2_bench.py): the SS flow forward at 4,096 tokens, the shape
+    flow forward and forward+backward at 8,192 and 32,768 tokens, the shape stage's 12 guided steps
+    against 1, a VM+VD step of each stage (--quick: the tiny fixture configs)."""
+    Trellis2Section(self, self.o.trellis2_fixtures or Path(self.o.fixtures).parent / "trellis2").run()
 
   def _model(self, configs, size, **overrides):
     config = {"name": configs[size]["name"], "args": {**configs[size]["args"], **overrides}}
