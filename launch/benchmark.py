@@ -34,8 +34,8 @@ _QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one timed call each:
 _OUT = flags.DEFINE_string("out", None, "Write every figure to this JSON file.")
 _SUITE = flags.DEFINE_enum("suite", None, ["gpu"], "A preset of sections and sizes (flags given explicitly win): "
                            "gpu = bf16 SS L at B=1,8, SLat L at 5k/20k/32,768 voxels, VM+VD steps of both stages, "
-                           "sampling, attention per implementation (under 8 minutes on one H100/H200), TRELLIS.2's flows (not "
-                           "yet timed on a GPU); with "
+                           "sampling, attention per implementation (under 8 minutes on one H100/H200), "
+                           "TRELLIS.2's flows (not yet timed on a GPU); with "
                            "--quick, the same sections at tiny sizes (CPU, CI).")
 _DTYPE = flags.DEFINE_enum("dtype", None, list(numerics.COMPUTE_DTYPES),
                            "Compute dtype of the models and attention inputs (params stay float32); fractions "

@@ -191,7 +191,8 @@ def objective_terms(config, model, params, teacher_params, batch: dict, *, gradi
 
   model: the student (and teacher) Flax module; params, teacher_params: their float32 params as the
   networks compute with them (gathered), arrays or ShapeDtypeStructs; batch: one device's
-  ``{"x0": latent, "cond": [B, L, Cc]}`` (and ``concat_cond`` for TRELLIS.2's texture). gradient_bytes: the student's gradient at its gathered shape.
+  ``{"x0": latent, "cond": [B, L, Cc]}`` (and ``concat_cond`` for TRELLIS.2's texture).
+  gradient_bytes: the student's gradient at its gathered shape.
   """
   apply = registry.velocity(model)
   loss = lambda p, teacher, b: objective(p, teacher, b, jax.random.key(0), student_apply=apply, teacher_apply=apply,

@@ -118,8 +118,8 @@ class Trellis2Section:
     for n in self.voxel_counts():
       x = self._sparse(model, n)
       flops = self._flops(model, n, cond)
-      measure(self.report, "trellis2", f"shape {size} {n} tokens fwd", fwd, params, x, t, cond, flops=flops, repeats=reps,
-              notes=f"capacity {x.capacity}")
+      measure(self.report, "trellis2", f"shape {size} {n} tokens fwd", fwd, params, x, t, cond, flops=flops,
+              repeats=reps, notes=f"capacity {x.capacity}")
       measure(self.report, "trellis2", f"shape {size} {n} tokens fwd+bwd", obj.evaluation_fn(velocity, "fwd+bwd"),
               params, x, t, cond, flops=3 * flops, repeats=reps)
     self._sampling(model, params, cond)
@@ -152,7 +152,8 @@ class Trellis2Section:
     cond = self._cond(teacher)
     if not STAGES[stage].sparse:
       r = teacher.resolution
-      batch = {"x0": jnp.asarray(self.rng.standard_normal((1, r, r, r, teacher.out_channels), np.float32)), "cond": cond}
+      x0 = self.rng.standard_normal((1, r, r, r, teacher.out_channels)).astype(np.float32)
+      batch = {"x0": jnp.asarray(x0), "cond": cond}
       tokens = r ** 3
     else:
       tokens = self.voxel_counts()[0]

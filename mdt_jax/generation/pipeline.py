@@ -11,9 +11,10 @@
 3. Stage 2: the SLat flow samples features on those voxels; they are un-normalised with the
    dataset's per-channel mean and std: ``feats = x0 * std + mean``.
 
-Noise depends only on the key and each sample's id (``sample_ids``), not on how samples are
-batched: stage 1 draws ``[R, R, R, C]`` per sample, stage 2 draws a dense ``[R', R', R', C]`` field per
-sample and reads it at the sample's voxels.
+The two stages are ``StructureStage`` and ``LatentStage``, which TRELLIS.2's pipeline
+(``trellis2_pipeline.py``) shares. Noise depends only on the key and each sample's id (``sample_ids``),
+not on how samples are batched: stage 1 draws ``[R, R, R, C]`` per sample, stage 2 draws a dense
+``[R', R', R', C]`` field per sample and reads it at the sample's voxels.
 """
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ class StructureStage:
 
 class LatentStage:
   """A sparse flow sampling features on given voxels (TRELLIS's SLat flow; TRELLIS.2's shape and
-  texture flows). Noise: stream ``stream`` of the key, a dense ``[R, R, R, C_in]`` field per sample id
+  texture flows). Noise: stream ``stream`` of the key, a dense ``[R, R, R, C]`` field per sample id
   (R = ``resolution``, the voxels' grid) read at the sample's voxels, so a voxel's noise does not
   depend on the batch. Compiled once per settings and capacity bucket."""
 
