@@ -5,7 +5,11 @@ large. ``ss_toy`` / ``slat_toy``: the toy benchmark on a 2-core CPU, starting fr
 teachers; their values are tuned for the toy, each with why. ``trellis2_{ss,shape,tex}_tiny``:
 TRELLIS.2's sparse-structure, shape and texture stages at the size of its fixtures (the teachers are
 the fixture checkpoints), for tests of the objective on TRELLIS.2's networks; their batches are
-synthetic (no dataset yields TRELLIS.2 latents yet).
+synthetic (no dataset yields TRELLIS.2 latents yet). ``trellis2_{ss,shape,tex}_L``: the same stages at
+full size (the ``512`` pipeline's flows, the teachers named as released), for the dry run and the
+sharded memory estimate (``launch/train_memory.py --variants=trellis2_shape_L``); their condition is
+precomputed DINOv3 tokens (``data.condition="tokens"``, ``cond_tokens`` of them) and, with no TRELLIS.2
+dataset here, ``data.dataset`` names one this repository cannot read yet.
 """
 from pathlib import Path
 
@@ -16,7 +20,7 @@ from configs import common, models
 _REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("ss_toy", "slat_toy", "ss_flow_L", "slat_flow_L", "trellis2_ss_tiny", "trellis2_shape_tiny",
-            "trellis2_tex_tiny")
+            "trellis2_tex_tiny", "trellis2_ss_L", "trellis2_shape_L", "trellis2_tex_L")
 # Per variant: the model and, for the published ones, TRELLIS-image-large's checkpoint, learning rate and
 # latents' folder (MDT-dist's json configs).
 MODELS = {"ss_toy": models.SS_TOY, "slat_toy": models.SLAT_TOY, "ss_flow_L": models.SS_FLOW_L,
@@ -33,6 +37,11 @@ TOY_TEACHERS = {"ss_toy": str(_REPO / "teachers/ss_toy"), "slat_toy": str(_REPO 
 _TRELLIS2_TINY = {"ss": (models.TRELLIS2_SS_TINY, "ss_flow", 7.5, "ss"),
                   "shape": (models.TRELLIS2_SHAPE_TINY, "shape_flow", 7.5, "slat"),
                   "tex": (models.TRELLIS2_TEX_TINY, "tex_flow", 1.0, "slat")}
+# The full-size stages: model config, the released checkpoint (TRELLIS.2's ckpts/ names), teacher
+# guidance g, our stage and the learning rate.
+_TRELLIS2_L = {"ss": (models.TRELLIS2_SS_L, "ckpts/ss_flow_img_dit_1_3B_64_bf16", 7.5, "ss", 4e-8),
+               "shape": (models.TRELLIS2_SHAPE_L, "ckpts/slat_flow_img2shape_dit_1_3B_512_bf16", 7.5, "slat", 1e-8),
+               "tex": (models.TRELLIS2_TEX_L, "ckpts/slat_flow_imgshape2tex_dit_1_3B_512_bf16", 1.0, "slat", 1e-8)}
 
 
 def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
@@ -41,7 +50,8 @@ def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
   config = common.base_config()  # objective vm_vd, discrete, D 0.01, w 40/100, lambda 1/1, d_norm, LN(1, 1)
   config.student_init = "teacher"     # the student starts as a copy of the teacher, as in the paper.
   if variant.startswith("trellis2_"):
-    return _trellis2_tiny(config, variant.split("_")[1])
+    _, stage, size = variant.split("_")
+    return _trellis2_tiny(config, stage) if size == "tiny" else _trellis2_large(config, stage)
   config.stage = variant.split("_")[0]
   config.model = ml_collections.ConfigDict(MODELS[variant])
   if variant in PUBLISHED:
@@ -111,4 +121,43 @@ def _trellis2_tiny(config: ml_collections.ConfigDict, stage: str) -> ml_collecti
   config.batch_size_per_device = 2
   config.total_steps = 2
   config.log_every = 1
+  return config
+
+
+def _trellis2_large(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
+  """A TRELLIS.2 stage at full size: the published objective (VM+VD, discrete, D 0.01, d_norm, LN(1, 1)
+  draws) and the published run's settings of the TRELLIS stage it corresponds to."""
+  model, checkpoint, guidance, config.stage, lr = _TRELLIS2_L[stage]
+  config.model = ml_collections.ConfigDict(model)
+  # Rematerialised blocks: without, the sparse-structure step keeps 217 GiB of activations a device
+  # (4,096 tokens x 30 blocks x the objective's passes at 4 a micro-batch; launch/train_memory.py).
+  # The sparse flows (ElasticSLatFlowModel) always are.
+  config.model.args.use_checkpoint = True
+  config.teacher_checkpoint = checkpoint
+  # As the tiny variants: the targets guide the teacher as TRELLIS.2's sampler does (g v_c + (1 - g) v_u,
+  # zeros as the negative condition) with the upstream app's g: 7.5 for the sparse structure and the
+  # shape, 1 (unguided) for the texture, so that the 1-step student learns the guided sampler users run.
+  # (MDT-dist's published TRELLIS runs use w 40 / 100; no run on TRELLIS.2's teachers is published.)
+  config.guidance_convention = "trellis2"
+  config.cfg_teacher_vm = guidance
+  config.cfg_teacher_vd = guidance
+  # No TRELLIS.2 run has been published: TRELLIS-image-large's published values for the same kind of
+  # stage (dense 4e-8, sparse 1e-8; batch 8 per device in 2 micro-batches, EMA 0.9999, clipping).
+  config.lr = lr
+  config.weight_decay = 0.0
+  config.batch_size_per_device = 8
+  config.batch_split = 2
+  config.ema_rates = (0.9999,)
+  config.grad_clip.max_norm = 1.0
+  config.grad_clip.percentile = 95.0
+  config.p_uncond = 0.0
+  config.compute_dtype = "bfloat16"     # TRELLIS.2's *_bf16 training (mixed precision, float32 master weights).
+  config.data.dataset = "trellis2"
+  config.data.condition = "tokens"
+  # DINOv3 ViT-L/16 tokens of a 512 x 512 view: cls + 4 registers + (512 / 16)^2 patches.
+  config.cond_tokens = 1 + 4 + (512 // 16) ** 2
+  config.total_steps = 20000
+  config.log_every = 100
+  config.checkpoint_every = 1000
+  config.keep_period = 5000
   return config

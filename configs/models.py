@@ -32,3 +32,16 @@ _TRELLIS2_TINY = dict(in_channels=8, out_channels=8, model_channels=64, cond_cha
 TRELLIS2_SS_TINY = {"name": "SparseStructureFlowModel", "args": dict(_TRELLIS2_TINY, resolution=8)}
 TRELLIS2_SHAPE_TINY = {"name": "ElasticSLatFlowModel", "args": dict(_TRELLIS2_TINY, resolution=32)}
 TRELLIS2_TEX_TINY = {"name": "ElasticSLatFlowModel", "args": dict(_TRELLIS2_TINY, resolution=32, in_channels=16)}
+
+# TRELLIS.2's released flows at full size (its repository's configs/gen; ~1.29 B parameters each):
+# width 1536, 30 blocks, 12 heads of 128, condition DINOv3 ViT-L/16 (1024 channels). The sparse
+# structure is 16^3 x 8; the shape and texture latents have 32 channels, the texture flow's input 32
+# noise + 32 shape-latent channels.
+_TRELLIS2_L = dict(model_channels=1536, cond_channels=1024, num_blocks=30, num_heads=12, mlp_ratio=5.3334,
+                   pe_mode="rope", share_mod=True, initialization="scaled", qk_rms_norm=True, qk_rms_norm_cross=True)
+TRELLIS2_SS_L = {"name": "SparseStructureFlowModel", "args": dict(_TRELLIS2_L, resolution=16, in_channels=8,
+                                                                  out_channels=8)}
+TRELLIS2_SHAPE_L = {"name": "ElasticSLatFlowModel", "args": dict(_TRELLIS2_L, resolution=32, in_channels=32,
+                                                                 out_channels=32)}
+TRELLIS2_TEX_L = {"name": "ElasticSLatFlowModel", "args": dict(_TRELLIS2_L, resolution=32, in_channels=64,
+                                                               out_channels=32)}

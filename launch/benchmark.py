@@ -13,7 +13,10 @@ ss_forward / slat_forward (forward and forward+backward of the SS and SLat flows
 AdamW training step of each objective, its network evaluations, and for VM+VD the evaluations timed
 alone), sampling (1/2/4/25 steps with and without CFG, and the 25-step-CFG / 1-step ratios),
 decode (TRELLIS's Gaussian decoder forward at 20,000 voxels), render (one 512x512 view and 4 views of a
-640,000-Gaussian asset), train_memory (AOT per-device memory of the L train steps on 32 forced devices; only when named).
+640,000-Gaussian asset),
+trellis2 (TRELLIS.2's 1.3B flows: SS forward at 4,096 tokens, shape forward and forward+backward at
+8,192 / 32,768 tokens, 12 guided shape steps against 1, a VM+VD step of each stage; --quick: tiny),
+train_memory (AOT per-device memory of the L train steps on 32 forced devices; only when named).
 
 Every measurement: compile time apart from run time, median run time over ``--repeats`` calls of the
 compiled executable, XLA's peak-memory plan, model FLOPs (analytic; formulas in
@@ -35,7 +38,7 @@ _OUT = flags.DEFINE_string("out", None, "Write every figure to this JSON file.")
 _SUITE = flags.DEFINE_enum("suite", None, ["gpu"], "A preset of sections and sizes (flags given explicitly win): "
                            "gpu = bf16 SS L at B=1,8, SLat L at 5k/20k/32,768 voxels, VM+VD steps of both stages, "
                            "sampling, decode and render, attention per implementation (under 8 minutes on one "
-                           "H100/H200); with --quick, the same sections at tiny sizes (CPU, CI).")
+                           "H100/H200), TRELLIS.2's flows (not yet timed on a GPU); with --quick, the same sections at tiny sizes (CPU, CI).")
 _DTYPE = flags.DEFINE_enum("dtype", None, list(numerics.COMPUTE_DTYPES),
                            "Compute dtype of the models and attention inputs (params stay float32); fractions "
                            "are then of this dtype's GEMM rate (default float32; bfloat16 with --suite=gpu).")

@@ -26,18 +26,23 @@ def test_gpu_suite_quick_runs_every_section_and_writes_its_figures(tmp_path):
               ("distill_step", "ss tiny vm_vd"), ("distill_step", "slat tiny vm_vd"),
               ("sampling", "tiny ss_flow 25 step(s) CFG w=3"), ("sampling", "tiny slat_flow 1 step(s) CFG w=3"),
               ("decode", "SLatGaussianDecoder 2000 voxels"), ("render", "16000 Gaussians 128x128 x1 view"),
-              ("render", "16000 Gaussians 128x128 x4 views")]
+              ("render", "16000 Gaussians 128x128 x4 views"),
+              ("trellis2", "ss tiny 512 tokens fwd"), ("trellis2", "shape tiny 256 tokens fwd+bwd"),
+              ("trellis2", "shape tiny 256 tokens sampling 12 guided steps"),
+              ("trellis2", "tex tiny vm_vd step, 256 tokens")]
   missing = [key for key in expected if key not in results]
   assert not missing, f"missing {missing}; have {sorted(results)}"
   for key, x in results.items():
     assert math.isfinite(x["seconds"]) and x["seconds"] > 0, key
-    if x["section"] in ("attention", "ss_forward", "slat_forward", "distill_step"):
+    if x["section"] in ("attention", "ss_forward", "slat_forward", "distill_step") or "tokens f" in x["case"] \
+        or "vm_vd step" in x["case"]:
       assert x["compile_s"] > 0 and x["memory_bytes"] > 0, key
       assert "neighbour tables" in x["case"] or x["flops"] > 0, key
   figures = report["figures"]
   for kind in ("fwd", "fwd+bwd"):
     assert figures[f"attention packed equal / best dense, {kind}"]["value"] > 0
   assert figures["slat tiny vm_vd step / sum of its evaluations"]["value"] > 0
+  assert figures["trellis2 shape tiny 256 tokens: 12 guided steps / 1 step"]["value"] > 1
 
 
 def test_flash_memory_stand_in_plans_no_score_matrix():

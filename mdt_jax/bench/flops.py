@@ -33,6 +33,15 @@ def ss_flow(model, cond_tokens: int) -> float:
   return trunk(n, c, cond_tokens, model.cond_channels, model.mlp_ratio, model.num_blocks) + 2 * n * c * (cin + cout)
 
 
+def trellis2_flow(model, tokens: int, cond_tokens: int) -> float:
+  """Forward FLOPs of a TRELLIS.2 flow (dense or sparse: one token per voxel, no patchify, no U-Net) for
+  one sample of ``tokens`` tokens; its MLP's hidden width is ``int(C * mlp_ratio)``."""
+  c = model.model_channels
+  r = int(c * model.mlp_ratio) / c
+  trunk_flops = trunk(tokens, c, cond_tokens, model.cond_channels, r, model.num_blocks)
+  return trunk_flops + 2 * tokens * c * (model.in_channels + model.out_channels)
+
+
 def _conv(n, cin, cout):
   return 2 * 27 * n * cin * cout
 

@@ -86,18 +86,22 @@ def evaluations(config) -> tuple[int, int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class BlockInputs:
-  """Abstract inputs of one transformer block: x [S, N, C], emb [B, C or 6C], cond [S, M, Cc] and, in
-  the sparse layout (S = 1), segment ids [1, N] and [1, M] and the packing of B samples."""
+  """Abstract inputs of one transformer block: x [S, N, C], emb [B, C or 6C], cond [S, M, Cc]; in the
+  sparse layout (S = 1), segment ids [1, N] and [1, M] and the packing of B samples; with RoPE
+  (TRELLIS.2), its (cos, sin) [N, d/2] float32."""
   x: jax.ShapeDtypeStruct
   emb: jax.ShapeDtypeStruct
   cond: jax.ShapeDtypeStruct
   sparse: bool
   samples: int
+  rope: tuple | None = None
 
   def segment_ids(self) -> dict:
-    """The sparse layout's ``segment_ids`` and ``cond_segment_ids`` (abstract), else nothing."""
+    """The block's keyword inputs (abstract): the sparse layout's ``segment_ids`` and ``cond_segment_ids``
+    and the ``rope`` tables, where there are any."""
     ids = lambda n: jax.ShapeDtypeStruct((1, n), jnp.int32)
-    return dict(segment_ids=ids(self.x.shape[1]), cond_segment_ids=ids(self.cond.shape[1])) if self.sparse else {}
+    keywords = dict(segment_ids=ids(self.x.shape[1]), cond_segment_ids=ids(self.cond.shape[1])) if self.sparse else {}
+    return keywords | ({"rope": self.rope} if self.rope is not None else {})
 
   def apply(self, block):
     """-> ``f(params, x, emb, cond, segment_ids) -> out``, the block on these inputs' layout."""
@@ -110,17 +114,21 @@ def block_inputs(model, *, samples: int, tokens: int, cond_tokens: int, sparse: 
   ``tokens`` in total) and ``cond_tokens`` condition tokens each, in the model's compute dtype."""
   c, dtype = model.model_channels, model.dtype
   emb = jax.ShapeDtypeStruct((samples, 6 * c if model.share_mod else c), dtype)
+  rope = (jax.ShapeDtypeStruct((tokens, c // model.heads // 2), jnp.float32),) * 2 if model.pe_mode == "rope" else None
   if sparse:
     return BlockInputs(jax.ShapeDtypeStruct((1, tokens, c), dtype), emb,
-                       jax.ShapeDtypeStruct((1, samples * cond_tokens, model.cond_channels), dtype), True, samples)
+                       jax.ShapeDtypeStruct((1, samples * cond_tokens, model.cond_channels), dtype), True, samples,
+                       rope)
   return BlockInputs(jax.ShapeDtypeStruct((samples, tokens, c), dtype), emb,
-                     jax.ShapeDtypeStruct((samples, cond_tokens, model.cond_channels), dtype), False, samples)
+                     jax.ShapeDtypeStruct((samples, cond_tokens, model.cond_channels), dtype), False, samples, rope)
 
 
 def _block(model) -> ModulatedTransformerCrossBlock:
+  # TRELLIS.2's share_mod blocks add their learned [6C] vector to the shared modulation.
+  trellis2_mod = registry.family_of(model) == "trellis2" and model.share_mod
   return ModulatedTransformerCrossBlock(model.model_channels, model.heads, model.mlp_ratio, share_mod=model.share_mod,
                                         qk_rms_norm=model.qk_rms_norm, qk_rms_norm_cross=model.qk_rms_norm_cross,
-                                        dtype=model.dtype)
+                                        block_modulation=trellis2_mod, dtype=model.dtype)
 
 
 def _plan(fn, *args) -> int:
@@ -183,7 +191,8 @@ def objective_terms(config, model, params, teacher_params, batch: dict, *, gradi
 
   model: the student (and teacher) Flax module; params, teacher_params: their float32 params as the
   networks compute with them (gathered), arrays or ShapeDtypeStructs; batch: one device's
-  ``{"x0": latent, "cond": [B, L, Cc]}``. gradient_bytes: the student's gradient at its gathered shape.
+  ``{"x0": latent, "cond": [B, L, Cc]}`` (and ``concat_cond`` for TRELLIS.2's texture).
+  gradient_bytes: the student's gradient at its gathered shape.
   """
   apply = registry.velocity(model)
   loss = lambda p, teacher, b: objective(p, teacher, b, jax.random.key(0), student_apply=apply, teacher_apply=apply,
@@ -191,7 +200,8 @@ def objective_terms(config, model, params, teacher_params, batch: dict, *, gradi
   x0, cond_tokens = batch["x0"], batch["cond"].shape[1]
   samples = latents.batch_size(x0)
   sparse = latents.is_sparse(x0)
-  tokens = _tokens_per_call(model, x0) if sparse else (model.resolution // model.patch_size) ** 3
+  patch = getattr(model, "patch_size", 1)      # TRELLIS.2's dense flow has one token per voxel
+  tokens = _tokens_per_call(model, x0) if sparse else (model.resolution // patch) ** 3
   with_grad, teacher, no_grad = evaluations(config)
   per_call = lambda calls: block_inputs(model, samples=calls * samples, tokens=calls * tokens if sparse else tokens,
                                         cond_tokens=cond_tokens, sparse=sparse)
@@ -201,6 +211,7 @@ def objective_terms(config, model, params, teacher_params, batch: dict, *, gradi
 
 
 def _tokens_per_call(model, x0) -> int:
-  """The transformer's tokens for one sparse call: the coarsest level's capacity."""
-  levels = len(model.stages)
+  """The transformer's tokens for one sparse call: the coarsest level's capacity (TRELLIS.2's sparse
+  DiT has no coarser level)."""
+  levels = len(getattr(model, "stages", ()))
   return x0.coarse_capacities[levels - 1] if levels else x0.capacity

@@ -38,10 +38,10 @@ def network_evaluations(config, student_apply, teacher_apply, student_params, te
   log = []
 
   def wrap(network, apply):
-    def f(params, x, t, cond):
+    def f(params, x, t, cond, **kwargs):   # kwargs: TRELLIS.2's concat_cond
       kind = "fwd+bwd" if _differentiated(params) else ("jvp" if _differentiated(latents.feats(x)) else "fwd")
       log.append(Evaluation(network, latents.batch_size(x), kind))
-      return apply(params, x, t, cond)
+      return apply(params, x, t, cond, **kwargs)
     return f
 
   fn = functools.partial(objective, student_apply=wrap("student", student_apply),

@@ -9,8 +9,8 @@ ss_forward / slat_forward (forward and forward+backward of the SS and SLat flows
 AdamW training step of each objective, its network evaluations, and for VM+VD the evaluations timed
 alone), sampling (1/2/4/25 steps with and without CFG, and the 25-step-CFG / 1-step ratios), decode (the
 Gaussian decoder's forward) and render (one view and 4 views of a TRELLIS-sized Gaussian asset), both
-through ``mdt_jax/bench/assets_bench.py``. A caller may add sections of its own (launch/benchmark.py's
-train_memory runs in a subprocess).
+through ``mdt_jax/bench/assets_bench.py``, trellis2 (TRELLIS.2's flows: mdt_jax/bench/trellis2_bench.py).
+A caller may add sections of its own (launch/benchmark.py's train_memory runs in a subprocess).
 
 Every measurement: compile time apart from run time, median run time over ``repeats`` calls of the
 compiled executable, XLA's peak-memory plan, model FLOPs (analytic; formulas in
@@ -34,6 +34,7 @@ from mdt_jax.bench import flops as model_flops
 from mdt_jax.bench import objectives as obj
 from mdt_jax.bench.gaussian_asset import sphere_shell_asset
 from mdt_jax.bench.measure import Report, Result, gemm_throughput, measure
+from mdt_jax.bench.trellis2_bench import Trellis2Section
 from mdt_jax.flow import jit_sample
 from mdt_jax.generation import StageSampling, TwoStagePipeline
 from mdt_jax.models import registry
@@ -103,14 +104,17 @@ def _n_params(params):
   return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
 
-SECTION_NAMES = ("matmul", "attention", "ss_forward", "slat_forward", "distill_step", "sampling", "decode", "render")
+SECTION_NAMES = ("matmul", "attention", "ss_forward", "slat_forward", "distill_step", "sampling", "decode", "render",
+                 "trellis2")
 # The GPU suite: option values used unless given explicitly, by (suite, quick).
 SUITES = {
-    ("gpu", False): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling", "decode", "render"],
+    ("gpu", False): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling", "decode", "render",
+                                "trellis2"],
                          dtype="bfloat16", ss_sizes=["L"], ss_batches=["1", "8"], slat_sizes=["L"],
                          slat_voxels=["5000", "20000", "32768"], slat_L_max_voxels=32768, slat_stream=0,
                          step_sizes=["ss:L", "slat:L"], objectives=["vm_vd"], sampling_ss_size="L"),
-    ("gpu", True): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling", "decode", "render"],
+    ("gpu", True): dict(only=["attention", "ss_forward", "slat_forward", "distill_step", "sampling", "decode", "render",
+                                "trellis2"],
                         dtype="bfloat16", ss_sizes=["tiny"], ss_batches=["1", "2"], slat_sizes=["tiny"],
                         slat_voxels=["2000"], slat_stream=0, step_sizes=["ss:tiny", "slat:tiny"],
                         objectives=["vm_vd"], sampling_ss_size="tiny"),
@@ -121,8 +125,11 @@ SUITES = {
 class Options:
   """What to measure and at which sizes (launch/benchmark.py's flags, whose help says what each does;
   None: the section's default, which depends on ``quick``). fixtures: a TRELLIS fixture directory
-  with ``ss_flow``, ``ss_dec`` and ``slat_flow`` (the tiny models and sampling checkpoints)."""
+  with ``ss_flow``, ``ss_dec`` and ``slat_flow`` (the tiny models and sampling checkpoints);
+  trellis2_fixtures: TRELLIS.2's (the tiny flows and the full-size listing; None: ``trellis2`` beside
+  ``fixtures``)."""
   fixtures: Path
+  trellis2_fixtures: Path | None = None
   quick: bool = False
   repeats: int = 3
   dtype: str | None = None
@@ -442,6 +449,12 @@ class Benchmark:
     voxels, per_voxel, resolution = RENDER_SIZES[self.o.quick]
     assets_bench.render_section(self.report, sphere_shell_asset(voxels, per_voxel), resolution=resolution,
                                 view_counts=(1, 4), repeats=self.repeats())
+
+  def trellis2(self):
+    """TRELLIS.2's flows (mdt_jax/bench/trellis2_bench.py): the SS flow forward at 4,096 tokens, the shape
+    flow forward and forward+backward at 8,192 and 32,768 tokens, the shape stage's 12 guided steps
+    against 1, a VM+VD step of each stage (--quick: the tiny fixture configs)."""
+    Trellis2Section(self, self.o.trellis2_fixtures or Path(self.o.fixtures).parent / "trellis2").run()
 
   def _model(self, configs, size, **overrides):
     config = {"name": configs[size]["name"], "args": {**configs[size]["args"], **overrides}}

@@ -57,22 +57,31 @@ from mdt_jax.train.step import jit_train_step
 GIB = 2 ** 30
 
 
-def _abstract_batch(config, mesh, coarse_levels, slat_voxels):
-  """ShapeDtypeStructs of one step's input: [batch_split, global micro-batch or shards, ...], batch-sharded."""
+def _abstract_batch(config, mesh, student, slat_voxels):
+  """ShapeDtypeStructs of one step's input: [batch_split, global micro-batch or shards, ...], batch-sharded.
+  The condition: views (``cond_image``, encoded in the step) or, with ``data.condition="tokens"``,
+  ``config.cond_tokens`` precomputed tokens (``cond``); TRELLIS.2's texture stage adds ``concat_cond``."""
   splits, shards = config.batch_split, int(np.prod([mesh.shape[a] for a in partitioning.BATCH_AXES]))
   micro = micro_batch_per_device(config)
   batch = shards * micro
   spec = lambda *shape, dtype=jnp.float32: jax.ShapeDtypeStruct(
       (splits, *shape), dtype, sharding=NamedSharding(mesh, P(None, partitioning.BATCH_AXES)))
-  image = spec(batch, IMAGE_SIZE, IMAGE_SIZE, 3)
+  if config.data.condition == "tokens":
+    inputs = {"cond": spec(batch, config.cond_tokens, student.cond_channels)}
+  else:
+    inputs = {"cond_image": spec(batch, IMAGE_SIZE, IMAGE_SIZE, 3)}
+  c = student.out_channels
   if not stages.get(config.stage).sparse:
-    return {"x0": spec(batch, 16, 16, 16, 8), "cond_image": image}
+    return {"x0": spec(batch, *(student.resolution,) * 3, c), **inputs}
   cap = bucket_capacity(micro * slat_voxels)
   # A surface's voxels share a 2x parent about 4 at a time; a third is a conservative parent count.
   coarse = bucket_capacity(micro * slat_voxels // 3)
-  x0 = SparseShards(coords=spec(shards, cap, 4, dtype=jnp.int32), feats=spec(shards, cap, 8),
-                    mask=spec(shards, cap, dtype=jnp.bool_), batch_size=micro, coarse_capacities=(coarse,) * coarse_levels)
-  return {"x0": x0, "cond_image": image}
+  x0 = SparseShards(coords=spec(shards, cap, 4, dtype=jnp.int32), feats=spec(shards, cap, c),
+                    mask=spec(shards, cap, dtype=jnp.bool_), batch_size=micro,
+                    coarse_capacities=(coarse,) * len(getattr(student, "stages", ())))
+  if student.in_channels > c:
+    inputs["concat_cond"] = spec(shards, cap, student.in_channels - c)
+  return {"x0": x0, **inputs}
 
 
 def _with_shardings(tree, shardings):
@@ -80,7 +89,8 @@ def _with_shardings(tree, shardings):
 
 
 def _device_batch(batch, cond):
-  """One device's micro-batch of a step's input (drops [batch_split, shards]): x0 and cond [B, L, Cc]."""
+  """One device's micro-batch of a step's input (drops [batch_split, shards]): x0, cond [B, L, Cc] and
+  any concat_cond (a SparseTensor on x0's rows)."""
   x0 = batch["x0"]
   drop = lambda a, lead: jax.ShapeDtypeStruct(a.shape[lead:], a.dtype)
   if isinstance(x0, SparseShards):
@@ -88,7 +98,10 @@ def _device_batch(batch, cond):
                       batch_size=x0.batch_size, coarse_capacities=x0.coarse_capacities)
   else:
     x0 = jax.ShapeDtypeStruct((cond.shape[0], *x0.shape[2:]), x0.dtype)
-  return {"x0": x0, "cond": cond}
+  out = {"x0": x0, "cond": cond}
+  if "concat_cond" in batch:
+    out["concat_cond"] = x0.replace_feats(drop(batch["concat_cond"], 2))
+  return out
 
 
 def estimate(config, mesh, student, encoder, state, frozen, batch) -> memory_estimate.Estimate:
@@ -96,8 +109,12 @@ def estimate(config, mesh, student, encoder, state, frozen, batch) -> memory_est
   gathered = lambda tree: _with_shardings(tree, partitioning.gathered_shardings(tree, mesh))
   whole = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
   copies = [gathered(t) for t in (state.params, frozen)] if mesh.shape["fsdp"] > 1 else []
-  images = jax.ShapeDtypeStruct((micro_batch_per_device(config), IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32)
-  cond = jax.eval_shape(lambda p, x: encoders.encode_images(encoder, p, x), whole(frozen["image_encoder"]), images)
+  micro = micro_batch_per_device(config)
+  if encoder is None:
+    cond = jax.ShapeDtypeStruct((micro, *batch["cond"].shape[2:]), batch["cond"].dtype)
+  else:
+    images = jax.ShapeDtypeStruct((micro, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32)
+    cond = jax.eval_shape(lambda p, x: encoders.encode_images(encoder, p, x), whole(frozen["image_encoder"]), images)
   terms = memory_estimate.objective_terms(config, student, whole(state.params), whole(frozen["teacher"]),
                                           _device_batch(batch, cond),
                                           gradient_bytes=memory_estimate.tree_bytes(gathered(state.params)))
@@ -131,13 +148,14 @@ def measure(variant: str, config, mesh_name: str, *, slat_voxels: int, xla_plan:
   mesh = partitioning.make_mesh(config.mesh)
   student = registry.build_model(config.model.to_dict(), dtype=models.compute_dtype(config))
   params = jax.eval_shape(lambda: registry.init_params(student, jax.random.key(0)))
-  encoder = dinov2.model_from_config(config.dinov2_config)
+  # The frozen DINOv2 encodes the views inside the step; precomputed tokens need no encoder.
+  encoder = None if config.data.condition == "tokens" else dinov2.model_from_config(config.dinov2_config)
   optimizer = make_optimizer(config, params)
   state = jax.eval_shape(lambda p: init_state(p, optimizer, config.ema_rates, config.seed), params)
-  frozen = {"teacher": params, "image_encoder": dinov2.param_shapes(encoder)}
+  frozen = {"teacher": params, "image_encoder": {} if encoder is None else dinov2.param_shapes(encoder)}
   state = _with_shardings(state, partitioning.tree_shardings(state, mesh))
   frozen = _with_shardings(frozen, partitioning.tree_shardings(frozen, mesh))
-  batch = _abstract_batch(config, mesh, len(getattr(student, "stages", ())), slat_voxels)
+  batch = _abstract_batch(config, mesh, student, slat_voxels)
   name = (f"train_memory[{variant}, mesh {dict(mesh.shape)}, {config.batch_size_per_device}/device x batch_split "
           f"{config.batch_split}, {config.compute_dtype}]")
   est = estimate(config, mesh, student, encoder, state, frozen, batch)

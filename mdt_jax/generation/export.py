@@ -15,12 +15,17 @@ from conversion.common import atomic_write
 VIEWS = ((20.0, 30.0), (20.0, 120.0), (20.0, 210.0), (80.0, 300.0))  # (elevation, azimuth) in degrees
 
 
-def save_latents(path: str | Path, coords: np.ndarray, feats: np.ndarray, resolution: int):
-  """``coords`` [n, 3] int32 (x, y, z), ``feats`` [n, C] float32 and ``resolution`` into one .npz."""
+def save_npz(path: str | Path, **arrays):
+  """The named arrays into one .npz, written atomically."""
   def write(tmp):
     with open(tmp, "wb") as f:
-      np.savez(f, coords=coords.astype(np.int32), feats=feats.astype(np.float32), resolution=np.int32(resolution))
+      np.savez(f, **arrays)
   atomic_write(path, write)
+
+
+def save_latents(path: str | Path, coords: np.ndarray, feats: np.ndarray, resolution: int):
+  """``coords`` [n, 3] int32 (x, y, z), ``feats`` [n, C] float32 and ``resolution`` into one .npz."""
+  save_npz(path, coords=coords.astype(np.int32), feats=feats.astype(np.float32), resolution=np.int32(resolution))
 
 
 def _height_colours(coords: np.ndarray, resolution: int) -> np.ndarray:

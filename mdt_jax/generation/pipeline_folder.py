@@ -49,3 +49,17 @@ def read_pipeline_folder(directory) -> dict[str, Any]:
     values[stage]["cfg_interval"] = tuple(values[stage]["cfg_interval"])
   norm = args["slat_normalization"]
   return dict(values, checkpoint_dir=str(directory), slat_mean=tuple(norm["mean"]), slat_std=tuple(norm["std"]))
+
+
+def apply_pipeline_folder(config, defaults, directory) -> None:
+  """Sets ``config``'s fields from :func:`read_pipeline_folder` where ``config`` still holds the variant's
+  default (``defaults``), so that ``--config.*`` overrides win over the folder."""
+  _take_unchanged(config, defaults, read_pipeline_folder(directory))
+
+
+def _take_unchanged(config, defaults, values: dict) -> None:
+  for name, value in values.items():
+    if isinstance(value, dict):
+      _take_unchanged(config[name], defaults[name], value)
+    elif config[name] == defaults[name]:
+      config[name] = value
