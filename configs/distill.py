@@ -57,24 +57,12 @@ def get_config(variant: str = "ss_toy") -> ml_collections.ConfigDict:
   if variant in PUBLISHED:
     published = PUBLISHED[variant]
     config.teacher_checkpoint = published["teacher_checkpoint"]
-    config.lr = published["lr"]
-    config.weight_decay = 0.0
-    config.batch_size_per_device = 8
-    config.batch_split = 2
-    config.ema_rates = (0.9999,)
-    config.grad_clip.max_norm = 1.0
-    config.grad_clip.percentile = 95.0
-    config.p_uncond = 0.0
-    config.compute_dtype = "bfloat16"
+    _published_run(config, published["lr"])
     config.data.dataset = "trellis"
     config.data.condition = "image"   # views encoded by the frozen DINOv2 inside the step.
     config.dinov2_checkpoint = "ckpts/dinov2_vitl14_reg4_pretrain.pth"  # facebookresearch/dinov2's file.
     config.data.min_aesthetic_score = 4.5  # TRELLIS's released training configs.
     config.data.latent_model = published["latent_model"]
-    config.total_steps = 20000
-    config.log_every = 100
-    config.checkpoint_every = 1000
-    config.keep_period = 5000
     return config
 
   config.teacher_checkpoint = TOY_TEACHERS[variant]
@@ -143,6 +131,17 @@ def _trellis2_large(config: ml_collections.ConfigDict, stage: str) -> ml_collect
   config.cfg_teacher_vd = guidance
   # No TRELLIS.2 run has been published: TRELLIS-image-large's published values for the same kind of
   # stage (dense 4e-8, sparse 1e-8; batch 8 per device in 2 micro-batches, EMA 0.9999, clipping).
+  # bfloat16 compute as TRELLIS.2's *_bf16 training (mixed precision, float32 master weights).
+  _published_run(config, lr)
+  config.data.dataset = "trellis2"
+  config.data.condition = "tokens"
+  # DINOv3 ViT-L/16 tokens of a 512 x 512 view: cls + 4 registers + (512 / 16)^2 patches.
+  config.cond_tokens = 1 + 4 + (512 // 16) ** 2
+  return config
+
+
+def _published_run(config: ml_collections.ConfigDict, lr: float) -> None:
+  """MDT-dist's published run settings for TRELLIS-image-large (its json configs), but the learning rate."""
   config.lr = lr
   config.weight_decay = 0.0
   config.batch_size_per_device = 8
@@ -151,13 +150,8 @@ def _trellis2_large(config: ml_collections.ConfigDict, stage: str) -> ml_collect
   config.grad_clip.max_norm = 1.0
   config.grad_clip.percentile = 95.0
   config.p_uncond = 0.0
-  config.compute_dtype = "bfloat16"     # TRELLIS.2's *_bf16 training (mixed precision, float32 master weights).
-  config.data.dataset = "trellis2"
-  config.data.condition = "tokens"
-  # DINOv3 ViT-L/16 tokens of a 512 x 512 view: cls + 4 registers + (512 / 16)^2 patches.
-  config.cond_tokens = 1 + 4 + (512 // 16) ** 2
+  config.compute_dtype = "bfloat16"
   config.total_steps = 20000
   config.log_every = 100
   config.checkpoint_every = 1000
   config.keep_period = 5000
-  return config

@@ -87,42 +87,52 @@ def sample_to_directory(config, cond: np.ndarray, out: Path, dtype, log=print, o
   ss, slat = StageSampling(**config.ss), StageSampling(**config.slat)
   log(f"stage 1: {ss}\nstage 2: {slat}")
 
-  bs = config.batch_size
   key = jax.random.key(config.seed)
-  totals: dict[str, float] = {}
   skipped = []
-  batches = -(-n // bs)
+
+  def write(result, b: int, i: int) -> int:
+    coords, feats = result.sample(b)
+    export.save_latents(out / f"sample_{i:03d}.npz", coords, feats, pipe.resolution)
+    export.write_ply(out / f"sample_{i:03d}.ply", coords, pipe.resolution)
+    if decoders and len(coords):
+      asset_start = time.perf_counter()
+      try:
+        decoders.write(out, i, coords, feats, resolution=resolution, turntable_frames=frames, overwrite=overwrite)
+      except NonFiniteAsset as e:
+        log(str(e))
+        skipped.append(i)
+      result.timings["assets"] = result.timings.get("assets", 0.0) + time.perf_counter() - asset_start
+    elif config.num_views:
+      export.render_views(out / f"sample_{i:03d}.png", coords, pipe.resolution, views=export.VIEWS[:config.num_views],
+                          title=f"sample {i}: {len(coords)} voxels at {pipe.resolution}^3")
+    return len(coords)
+
+  run_in_batches(n, config.batch_size, lambda ids: pipe(cond[ids % len(cond)], key, ss=ss, slat=slat, sample_ids=ids),
+                 write, out, log, noun="shape")
+  if skipped:
+    raise SkippedSamples(f"samples {skipped} have non-finite Gaussians or mesh: their assets were not written")
+
+
+def run_in_batches(num_samples: int, batch_size: int, sample_batch, write_sample, out: Path, log, noun: str) -> None:
+  """Samples ``num_samples`` ids in batches of ``batch_size`` and writes each, logging progress.
+
+  ``sample_batch(ids)`` -> a result with ``timings`` (dict stage -> seconds) for ids [batch_size]; the
+  last batch is padded to the batch size (one compiled shape; the extra ids are dropped).
+  ``write_sample(result, b, i)`` writes batch row ``b`` as sample ``i`` and returns its voxel count.
+  """
+  totals: dict[str, float] = {}
+  batches = -(-num_samples // batch_size)
   run_start = time.perf_counter()
   for k in range(batches):
-    # The last batch is padded to the batch size (extra shapes are dropped): one compiled shape.
-    ids = np.arange(k * bs, (k + 1) * bs)
-    result = pipe(cond[ids % len(cond)], key, ss=ss, slat=slat, sample_ids=ids)
-    counts = []
-    for b, i in enumerate(ids[ids < n]):
-      coords, feats = result.sample(b)
-      counts.append(len(coords))
-      export.save_latents(out / f"sample_{i:03d}.npz", coords, feats, pipe.resolution)
-      export.write_ply(out / f"sample_{i:03d}.ply", coords, pipe.resolution)
-      if decoders and len(coords):
-        asset_start = time.perf_counter()
-        try:
-          decoders.write(out, int(i), coords, feats, resolution=resolution, turntable_frames=frames,
-                         overwrite=overwrite)
-        except NonFiniteAsset as e:
-          log(str(e))
-          skipped.append(int(i))
-        result.timings["assets"] = result.timings.get("assets", 0.0) + time.perf_counter() - asset_start
-      elif config.num_views:
-        export.render_views(out / f"sample_{i:03d}.png", coords, pipe.resolution, views=export.VIEWS[:config.num_views],
-                            title=f"sample {i}: {len(coords)} voxels at {pipe.resolution}^3")
+    ids = np.arange(k * batch_size, (k + 1) * batch_size)
+    result = sample_batch(ids)
+    counts = [write_sample(result, b, int(i)) for b, i in enumerate(ids[ids < num_samples])]
     for name, seconds in result.timings.items():
       totals[name] = totals.get(name, 0.0) + seconds
     elapsed = time.perf_counter() - run_start
     per_stage = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.timings.items())
-    log(f"[batch {k + 1}/{batches}] shapes {ids[0]}-{min(ids[-1], n - 1)}: voxels {counts}; {per_stage}; "
+    log(f"[batch {k + 1}/{batches}] {noun}s {ids[0]}-{min(ids[-1], num_samples - 1)}: voxels {counts}; {per_stage}; "
         f"elapsed {elapsed:.1f} s, eta {elapsed / (k + 1) * (batches - k - 1):.1f} s")
   log("time per stage over the run (first batch includes compilation): "
       + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in totals.items()))
-  log(f"wrote {n} shape(s) to {out}")
-  if skipped:
-    raise SkippedSamples(f"samples {skipped} have non-finite Gaussians or mesh: their assets were not written")
+  log(f"wrote {num_samples} {noun}(s) to {out}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from mdt_jax.generation import export
 from mdt_jax.generation.pipeline import StageSampling
+from mdt_jax.generation.sample_run import run_in_batches
 from mdt_jax.generation.trellis2_pipeline import Trellis2Pipeline
 
 CHECKPOINTS = ("ss_flow", "ss_decoder", "shape_flow", "tex_flow")
@@ -66,33 +67,19 @@ def sample_to_directory(config, cond: np.ndarray, out: Path, dtype, log=print, c
   if pipe.shape_normalization is None:
     log("no latent statistics in the config: the latents are written normalised (normalised=True)")
 
-  n, bs = config.num_samples, config.batch_size
   key = jax.random.key(config.seed)
-  totals: dict[str, float] = {}
-  batches = -(-n // bs)
-  run_start = time.perf_counter()
-  for k in range(batches):
-    # The last batch is padded to the batch size (extra assets are dropped): one compiled shape.
-    ids = np.arange(k * bs, (k + 1) * bs)
-    result = pipe(cond[ids % len(cond)], key, cond_slat=cond_slat[ids % len(cond_slat)], sample_ids=ids,
-                  **settings)
-    for name, seconds in result.timings.items():
-      totals[name] = totals.get(name, 0.0) + seconds
-    counts = []
-    for b, i in enumerate(ids[ids < n]):
-      coords, shape, texture = result.sample(b)
-      counts.append(len(coords))
-      export.save_npz(out / f"sample_{i:03d}.npz", coords=coords, shape_latent=shape, tex_latent=texture,
-                      resolution=np.int32(pipe.resolution), normalised=np.bool_(result.normalised),
-                      ss_latent=result.ss_latent[b])
-      export.write_ply(out / f"sample_{i:03d}.ply", coords, pipe.resolution)
-      if config.num_views:
-        export.render_views(out / f"sample_{i:03d}.png", coords, pipe.resolution, views=export.VIEWS[:config.num_views],
-                            title=f"sample {i}: {len(coords)} voxels at {pipe.resolution}^3")
-    elapsed = time.perf_counter() - run_start
-    per_stage = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.timings.items())
-    log(f"[batch {k + 1}/{batches}] assets {ids[0]}-{min(ids[-1], n - 1)}: voxels {counts}; {per_stage}; "
-        f"elapsed {elapsed:.1f} s, eta {elapsed / (k + 1) * (batches - k - 1):.1f} s")
-  log("time per stage over the run (first batch includes compilation): "
-      + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in totals.items()))
-  log(f"wrote {n} asset(s) to {out}")
+
+  def write(result, b: int, i: int) -> int:
+    coords, shape, texture = result.sample(b)
+    export.save_npz(out / f"sample_{i:03d}.npz", coords=coords, shape_latent=shape, tex_latent=texture,
+                    resolution=np.int32(pipe.resolution), normalised=np.bool_(result.normalised),
+                    ss_latent=result.ss_latent[b])
+    export.write_ply(out / f"sample_{i:03d}.ply", coords, pipe.resolution)
+    if config.num_views:
+      export.render_views(out / f"sample_{i:03d}.png", coords, pipe.resolution, views=export.VIEWS[:config.num_views],
+                          title=f"sample {i}: {len(coords)} voxels at {pipe.resolution}^3")
+    return len(coords)
+
+  sample_batch = lambda ids: pipe(cond[ids % len(cond)], key, cond_slat=cond_slat[ids % len(cond_slat)],
+                                  sample_ids=ids, **settings)
+  run_in_batches(config.num_samples, config.batch_size, sample_batch, write, out, log, noun="asset")
