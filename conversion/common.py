@@ -11,6 +11,7 @@ is data, testable in one place, and applies to any pytree shaped like the params
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,17 @@ import numpy as np
 
 class ConversionError(ValueError):
   """A checkpoint does not fit the model: the message names the key, field or file."""
+
+
+def read_json(path: Path, what: str) -> Any:
+  """The parsed json file at ``path`` (``what`` names it in the FileNotFoundError), or ConversionError
+  naming the file when it is not valid json."""
+  if not path.is_file():
+    raise FileNotFoundError(f"{what} not found: {path}")
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ConversionError(f"{path}: not valid JSON ({e})") from e
 
 
 @dataclasses.dataclass(frozen=True)

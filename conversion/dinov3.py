@@ -12,7 +12,6 @@ Key map (transformers -> ours, torch layouts; ``conversion/common.py``'s generic
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conversion.common import ConversionError, check_state_dict, read_safetensors, state_dict_to_tree, \
-    tree_to_state_dict
+from conversion.common import ConversionError, check_state_dict, read_json, read_safetensors, \
+    state_dict_to_tree, tree_to_state_dict
 from mdt_jax.models.dinov3 import DinoV3
 
 # transformers config fields that are DinoV3's fields one to one.
@@ -122,12 +121,7 @@ def load_checkpoint(directory: str | os.PathLike, *, dtype: Any = None) -> tuple
   config field, or unreadable file."""
   directory = Path(directory)
   config_path = directory / "config.json"
-  if not config_path.is_file():
-    raise FileNotFoundError(f"DINOv3 config not found: {config_path}")
-  try:
-    config = json.loads(config_path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ConversionError(f"{config_path}: not valid json ({e})") from e
+  config = read_json(config_path, "DINOv3 config")
   model = DinoV3(**model_kwargs(config, str(config_path)), dtype=jnp.float32 if dtype is None else dtype)
   weights = directory / "model.safetensors"
   return model, state_dict_to_params(model, read_safetensors(weights), str(weights))

@@ -27,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from conversion import common
-from conversion.common import ConversionError
+from conversion.common import ConversionError, read_json
 from mdt_jax.models import registry
 from mdt_jax.models.registry import build_model, init_params, model_config  # noqa: F401  (this module's API)
 
@@ -133,12 +133,7 @@ def state_dict_to_params(model, state_dict: Mapping[str, np.ndarray], *, source:
 
 def read_config(stem: str | Path) -> dict[str, Any]:
   path = Path(str(stem) + ".json")
-  if not path.is_file():
-    raise FileNotFoundError(f"checkpoint config not found: {path}")
-  try:
-    config = json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ConversionError(f"{path}: not valid JSON ({e})") from e
+  config = read_json(path, "checkpoint config")
   if not isinstance(config, dict) or "name" not in config:
     raise ConversionError(f"{path}: expected an object with 'name' and 'args'")
   return config

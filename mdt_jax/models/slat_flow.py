@@ -20,6 +20,15 @@ from mdt_jax.sparse.tensor import SparseTensor
 Dtype = Any
 
 
+
+def check_sparse_time_and_cond(name: str, x: SparseTensor, t, cond, cond_channels: int) -> None:
+  """t [B] and cond [B, L, cond_channels] for a SparseTensor x of B samples, or a ValueError naming
+  ``name`` and the shapes."""
+  b = x.batch_size
+  if t.shape != (b,) or cond.ndim != 3 or cond.shape[0] != b or cond.shape[-1] != cond_channels:
+    raise ValueError(f"{name}: expected t [{b}] and cond [{b}, L, {cond_channels}] for "
+                     f"x.batch_size {b}, got t {t.shape}, cond {cond.shape}")
+
 class SLatFlowModel(RematPolicy, nn.Module):
   """Velocity field of the structured-latent (stage-2) rectified flow (fixtures README section 3).
 
@@ -94,10 +103,7 @@ class SLatFlowModel(RematPolicy, nn.Module):
     if not isinstance(x, SparseTensor) or x.feats.ndim != 2 or x.feats.shape[1] != self.in_channels:
       raise ValueError(f"{name}: x must be a SparseTensor with feats [cap, {self.in_channels}], got "
                        f"{type(x).__name__} {getattr(getattr(x, 'feats', None), 'shape', None)}")
-    b = x.batch_size
-    if t.shape != (b,) or cond.ndim != 3 or cond.shape[0] != b or cond.shape[-1] != self.cond_channels:
-      raise ValueError(f"{name}: expected t [{b}] and cond [{b}, L, {self.cond_channels}] for "
-                       f"x.batch_size {b}, got t {t.shape}, cond {cond.shape}")
+    check_sparse_time_and_cond(name, x, t, cond, self.cond_channels)
 
   def _res_block_class(self):
     if not self.rematerialise:

@@ -9,7 +9,7 @@ import numpy as np
 from mdt_jax.models import initializers
 from mdt_jax.models.embeddings import TimestepEmbedder, absolute_position_embedding
 from mdt_jax.models.norms import LayerNorm32
-from mdt_jax.models.slat_flow import packed_blocks
+from mdt_jax.models.slat_flow import check_sparse_time_and_cond, packed_blocks
 from mdt_jax.models.transformer import Elastic
 from mdt_jax.models.trellis2_flow import Trellis2Flow
 from mdt_jax.sparse.tensor import SparseTensor
@@ -53,10 +53,7 @@ class SLatFlowModel(Trellis2Flow):
     if feats.shape[1] != self.in_channels:
       raise ValueError(f"{name}: x ({x.feats.shape[1]} channels) and concat_cond together must have "
                        f"in_channels = {self.in_channels} channels, got {feats.shape[1]}")
-    b = x.batch_size
-    if t.shape != (b,) or cond.ndim != 3 or cond.shape[0] != b or cond.shape[-1] != self.cond_channels:
-      raise ValueError(f"{name}: expected t [{b}] and cond [{b}, L, {self.cond_channels}] for "
-                       f"x.batch_size {b}, got t {t.shape}, cond {cond.shape}")
+    check_sparse_time_and_cond(name, x, t, cond, self.cond_channels)
     return feats
 
   @nn.compact
